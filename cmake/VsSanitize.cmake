@@ -1,0 +1,12 @@
+# VS_SANITIZE: ASan + UBSan, abort on the first report.  VS_TSAN: ThreadSanitizer.
+if(VS_SANITIZE AND VS_TSAN)
+  message(FATAL_ERROR "VS_SANITIZE and VS_TSAN cannot be combined")
+endif()
+if(VS_SANITIZE)
+  add_compile_options("$<$<COMPILE_LANGUAGE:C>:-fsanitize=address,undefined;-fno-sanitize-recover=all;-fno-omit-frame-pointer>")
+  add_link_options(-fsanitize=address,undefined)
+endif()
+if(VS_TSAN)
+  add_compile_options("$<$<COMPILE_LANGUAGE:C>:-fsanitize=thread;-fno-omit-frame-pointer>")
+  add_link_options(-fsanitize=thread)
+endif()

@@ -1,0 +1,10 @@
+/* cmd_bench.c: placeholder until the subcommand lands. */
+#include <stdio.h>
+#include "commands.h"
+
+int vs_cmd_bench(int argc, char **argv)
+{
+    (void)argc;
+    fprintf(stderr, "vitserve %s: not built yet\n", argv[0]);
+    return 1;
+}

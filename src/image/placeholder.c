@@ -1,0 +1,2 @@
+/* placeholder */
+typedef int vs_image_placeholder_t;

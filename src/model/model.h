@@ -1,0 +1,129 @@
+/* model.h: the door of the model module — a Hugging Face
+ * ViTForImageClassification checkpoint, loaded and ready to run.
+ *
+ * A model is loaded from a folder in Hugging Face snapshot layout
+ * (config.json, preprocessor_config.json, model.safetensors or a sharded
+ * model.safetensors.index.json) or from a hub id ("org/name[@revision]")
+ * resolved in the local Hugging Face cache.  Loading validates everything
+ * (config keys, tensor names, shapes, dtypes, offsets) and fails with a
+ * message naming the file, tensor or key; it never crashes on bad files.
+ *
+ * The engine takes preprocessed pixels float[n][C][H][W] and returns logits
+ * float[n][num_labels].  It owns only weights and scratch memory; the queue
+ * belongs to the caller (serve/'s batcher).
+ *
+ * Threads: vs_model_load/destroy from one thread.  vs_model_info() may be
+ * read from any thread once loaded (it never changes).  vs_model_forward()
+ * must not be called concurrently on the same model: one batch at a time
+ * (the batcher thread); it uses all the threads given in the options.
+ */
+#ifndef VS_MODEL_MODEL_H
+#define VS_MODEL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "../common/vs.h"
+#include "../common/preproc.h"
+
+struct vs_model;
+
+enum vs_device { VS_DEVICE_AUTO, VS_DEVICE_CPU, VS_DEVICE_CUDA };
+
+enum vs_precision {
+    VS_PRECISION_FP32,   /* exact path, the default */
+    VS_PRECISION_INT8,   /* CPU: dynamic int8 (VNNI) */
+    VS_PRECISION_FP16,   /* CUDA tensor cores */
+    VS_PRECISION_BF16,   /* CUDA tensor cores */
+};
+
+/* Parses "fp32" / "int8" / "fp16" / "bf16"; false if unknown. */
+bool vs_precision_parse(const char *s, enum vs_precision *out);
+const char *vs_precision_name(enum vs_precision p);
+/* Parses "auto" / "cpu" / "cuda" / "cuda:N"; false if malformed. */
+bool vs_device_parse(const char *s, enum vs_device *dev, int *index);
+
+/* What the classifier head's scores mean, as transformers' pipeline
+ * decides its default function_to_apply. */
+enum vs_score_fn { VS_SCORE_SOFTMAX, VS_SCORE_SIGMOID, VS_SCORE_NONE };
+bool vs_score_fn_parse(const char *s, enum vs_score_fn *out);
+
+struct vs_model_opts {
+    enum vs_device device;       /* default AUTO: CUDA if built and present */
+    int device_index;            /* CUDA device ordinal, default 0 */
+    enum vs_precision precision; /* default FP32 */
+    int threads;                 /* CPU compute threads; 0 = all cores */
+    int max_batch;               /* largest n passed to forward; default 32 */
+    bool load_weights;           /* false: config + preprocessor only (cheap) */
+};
+
+/* Fills *o with the defaults above. */
+void vs_model_opts_default(struct vs_model_opts *o);
+
+/* Everything a caller may want to know about a loaded model.  Strings and
+ * arrays are owned by the model and live as long as it does. */
+struct vs_model_info {
+    const char *spec;           /* what the user passed to --model */
+    const char *dir;            /* resolved snapshot folder */
+    const char *name;           /* short name for logs/metrics: hub id or folder basename */
+    const char *architecture;   /* "ViTForImageClassification" */
+    const char *model_type;     /* "vit" */
+    const char *problem_type;   /* "single_label_classification", ... or "" */
+    const char *hidden_act;     /* "gelu", "gelu_new", ... */
+    int image_height, image_width, patch_size, num_channels;
+    int hidden_size, num_layers, num_heads, intermediate_size;
+    int num_tokens;             /* patches + 1 (CLS) */
+    double layer_norm_eps;
+    bool qkv_bias;
+    int num_labels;
+    const char *const *labels;  /* id2label in index order; "LABEL_i" when absent */
+    const char *dtype;          /* stored dtype: "F32", "F16", "BF16" (or "mixed") */
+    uint64_t num_params;
+    uint64_t weight_bytes;      /* bytes of tensor data in the safetensors files */
+    int num_files;
+    const char *const *files;   /* the files read, full paths */
+    enum vs_score_fn default_score_fn; /* softmax, or sigmoid for multi-label / 1-label */
+    struct vs_preproc preproc;  /* from preprocessor_config.json */
+    const char *backend;        /* "cpu-onednn", "cuda", ... ("" when !load_weights) */
+    const char *device_name;    /* CPU model or GPU name */
+    enum vs_precision precision;
+    int threads;
+    double flops_per_image;     /* forward-pass FLOPs (2 per multiply-add) */
+};
+
+/* Resolves a --model argument to a snapshot folder without loading it:
+ * an existing folder is used as is; "org/name[@rev]" is looked up in
+ * $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub.
+ * On VS_NOT_FOUND the message lists every place that was looked at. */
+enum vs_status vs_model_resolve(const char *spec, char *dir, size_t dir_size,
+                                struct vs_err *err);
+
+/* Loads and validates a checkpoint; on success *out owns everything and
+ * must be freed with vs_model_destroy().  Errors name the file and the
+ * key/tensor at fault (VS_BAD_INPUT, VS_UNSUPPORTED, VS_NOT_FOUND, VS_IO,
+ * VS_NOMEM, VS_BACKEND). */
+enum vs_status vs_model_load(const char *spec, const struct vs_model_opts *opts,
+                             struct vs_model **out, struct vs_err *err);
+
+/* NULL is a no-op. */
+void vs_model_destroy(struct vs_model *m);
+
+const struct vs_model_info *vs_model_info(const struct vs_model *m);
+
+/* Runs n images (1 <= n <= max_batch) through the network.
+ * pixels: float[n][C][H][W] as produced by vs_image_preprocess().
+ * logits: float[n][num_labels], written on success.
+ * Batched results equal one-image results (no cross-talk between rows). */
+enum vs_status vs_model_forward(struct vs_model *m, const float *pixels, int n,
+                                float *logits, struct vs_err *err);
+
+/* Turns logits into scores (in place allowed: scores may equal logits). */
+void vs_scores_apply(enum vs_score_fn fn, const float *logits, int n,
+                     float *scores);
+
+/* Indices of the k largest scores, highest first; ties keep the lower
+ * index first (as torch.topk on CPU).  Returns min(k, n). */
+int vs_topk(const float *scores, int n, int k, int *idx);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder */
+typedef int vs_model_placeholder_t;
