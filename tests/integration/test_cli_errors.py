@@ -1,0 +1,109 @@
+"""CLI contract: exit statuses, error messages that name the file and the
+problem, failing images reported in place while the others still run,
+stdin input, --help and --version."""
+import json
+import os
+import shutil
+
+from vstest import FIXTURE, SHARED, TMP, check, done, json_lines, vitserve
+
+MODEL = os.path.join(FIXTURE, "model")
+IMG = os.path.join(FIXTURE, "images", "a05_gradient_rgb.png")
+
+code, out, _ = vitserve("--version")
+check(code == 0 and out.startswith("vitserve "), f"--version: {code} {out!r}")
+for cmd in ("classify", "inspect", "preprocess", "info", "bench", "serve"):
+    code, out, err = vitserve(cmd, "--help")
+    check(code == 0 and "usage: vitserve " + cmd in out, f"{cmd} --help: {code} {err}")
+code, _, err = vitserve("frobnicate")
+check(code == 2 and "unknown command" in err, f"unknown command: {code} {err}")
+code, _, err = vitserve("classify", "--model", MODEL, "--top-k", "zero", IMG)
+check(code == 2 and "--top-k" in err, f"bad --top-k: {code} {err}")
+code, _, err = vitserve("classify", "--model", MODEL, "--no-such-flag", IMG)
+check(code == 2 and "--no-such-flag" in err, f"unknown flag: {code} {err}")
+code, _, err = vitserve("classify", "--model", MODEL)
+check(code == 2 and "no image" in err, f"no image: {code} {err}")
+
+# A missing model names where it looked.
+empty_cache = os.path.join(TMP, "empty-hf-cache")
+os.makedirs(empty_cache, exist_ok=True)
+code, _, err = vitserve("classify", "--model", "nobody/no-such-vit", IMG,
+                        env={"HF_HUB_CACHE": empty_cache, "HF_HUB_OFFLINE": "1"})
+check(code == 1 and empty_cache in err, f"missing model: {code} {err}")
+
+# One bad image among good ones: reported in place, the rest classified, exit 1.
+bad = os.path.join(TMP, "not-an-image.jpg")
+with open(bad, "wb") as f:
+    f.write(b"this is plain text, not a JPEG\n")
+trunc = os.path.join(TMP, "truncated.png")
+with open(IMG, "rb") as f:
+    data = f.read()
+with open(trunc, "wb") as f:
+    f.write(data[: len(data) // 2])
+code, out, err = vitserve("classify", "--model", MODEL, "--json", IMG, bad, trunc, IMG)
+rows = json_lines(out)
+check(code == 1, f"exit status with failing images: {code}")
+check(len(rows) == 4, f"4 lines expected, got {out!r}")
+check("predictions" in rows[0] and "predictions" in rows[3], f"good images classified: {rows}")
+check(rows[0]["predictions"] == rows[3]["predictions"], "same image, same answer")
+check("error" in rows[1] and rows[1]["file"] == bad, f"bad image reported: {rows[1]}")
+check("error" in rows[2] and rows[2]["file"] == trunc, f"truncated image reported: {rows[2]}")
+check("2 of 4" in err, f"summary on stderr: {err!r}")
+
+# stdin.
+code, out, err = vitserve("classify", "--model", MODEL, "--json", "-", stdin=data)
+check(code == 0, f"stdin: {code} {err}")
+row = json_lines(out)[0]
+check(row["predictions"] == rows[0]["predictions"], "stdin gives the same answer as the file")
+
+# Text output names the file and the labels.
+code, out, err = vitserve("classify", "--model", MODEL, "--top-k", "3", IMG)
+check(code == 0 and out.startswith(IMG) and len(out.strip().splitlines()) == 4, f"text output {out!r}")
+
+# Broken checkpoints: a non-zero exit naming the file and the problem.
+def broken_copy(name):
+    d = os.path.join(TMP, "broken-" + name)
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(MODEL, d)
+    return d
+
+d = broken_copy("config")
+cfg = json.load(open(os.path.join(d, "config.json")))
+del cfg["architectures"]
+cfg["model_type"] = "bert"
+json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+code, _, err = vitserve("classify", "--model", d, IMG)
+check(code == 1 and "config.json" in err, f"unsupported config: {code} {err}")
+
+d = broken_copy("syntax")
+with open(os.path.join(d, "config.json"), "w") as f:
+    f.write('{"hidden_size": 48,\n "oops" }')
+code, _, err = vitserve("info", "--model", d)
+check(code == 1 and "config.json" in err and "line" in err, f"JSON syntax error: {code} {err}")
+
+d = broken_copy("header")
+p = os.path.join(d, "model.safetensors")
+raw = bytearray(open(p, "rb").read())
+raw[0:8] = (len(raw) * 2).to_bytes(8, "little")
+open(p, "wb").write(raw)
+code, _, err = vitserve("classify", "--model", d, IMG)
+check(code == 1 and "model.safetensors" in err, f"bad header length: {code} {err}")
+
+d = broken_copy("truncated")
+p = os.path.join(d, "model.safetensors")
+raw = open(p, "rb").read()
+open(p, "wb").write(raw[: len(raw) - 1000])
+code, _, err = vitserve("classify", "--model", d, IMG)
+check(code == 1 and "model.safetensors" in err, f"truncated weights: {code} {err}")
+
+# inspect on the corpus' hostile files: never a crash (exit 0 or 1, JSON lines).
+hostile = []
+for sub in ("bombs", "garbage"):
+    folder = os.path.join(SHARED, "images", sub)
+    if os.path.isdir(folder):
+        hostile += [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
+code, out, err = vitserve("inspect", *hostile)
+check(code in (0, 1), f"inspect on hostile files exited {code}: {err[-2000:]}")
+rows = json_lines(out)
+check(len(rows) == len(hostile), f"one line per hostile file ({len(rows)} vs {len(hostile)})")
+done()
