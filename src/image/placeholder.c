@@ -1,2 +1,0 @@
-/* placeholder */
-typedef int vs_image_placeholder_t;
