@@ -98,7 +98,7 @@ int vs_cmd_bench(int argc, char **argv)
     struct vs_cli_model_args ma = {0};
     int batch = 1, iters = 10, warmup = 2;
     bool as_json = false;
-    const char *accuracy_dir = NULL;
+    const char *accuracy_dir = NULL, *input_path = NULL, *logits_path = NULL;
     const struct vs_option opts[] = {
         VS_CLI_MODEL_OPTIONS(ma),
         {"batch-size", 'b', NULL, VS_OPT_INT, &batch, 1, 4096, "1", "B", "images per forward pass", NULL},
@@ -107,6 +107,10 @@ int vs_cmd_bench(int argc, char **argv)
         {"json", 0, NULL, VS_OPT_FLAG, &as_json, 0, -1, NULL, NULL, "print one JSON object", NULL},
         {"accuracy-dir", 0, NULL, VS_OPT_STRING, &accuracy_dir, 0, -1, NULL, "DIR",
          "also compare this precision with fp32 on every image under DIR (top-1 agreement, max logit difference)", NULL},
+        {"input", 0, NULL, VS_OPT_STRING, &input_path, 0, -1, NULL, "FILE",
+         "time this raw float32 [B,C,H,W] tensor instead of random pixels", NULL},
+        {"save-logits", 0, NULL, VS_OPT_STRING, &logits_path, 0, -1, NULL, "FILE",
+         "write the last pass's logits (raw float32 [B,labels]) for comparisons", NULL},
         VS_CLI_PIXELS_OPTION(ma),
     };
     char *pos[1];
@@ -130,7 +134,23 @@ int vs_cmd_bench(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    fill_random(px, per * (size_t)batch, 42);
+    if (input_path) {
+        uint8_t *raw = NULL;
+        size_t len = 0;
+        struct vs_err rerr = {0};
+        if (vs_read_file(input_path, 0, &raw, &len, &rerr) != VS_OK ||
+            len != per * (size_t)batch * sizeof *px) {
+            fprintf(stderr, "vitserve bench: --input %s: %s\n", input_path,
+                    raw ? "size is not batch-size x C x H x W float32 values" : rerr.msg);
+            free(raw);
+            rc = 1;
+            goto out;
+        }
+        memcpy(px, raw, len);
+        free(raw);
+    } else {
+        fill_random(px, per * (size_t)batch, 42);
+    }
     struct vs_err err = {0};
     double t_first = vs_now_ms();
     for (int i = 0; i < warmup + iters; i++) {
@@ -143,6 +163,17 @@ int vs_cmd_bench(int argc, char **argv)
         double dt = vs_now_ms() - t0;
         if (i == 0) t_first = dt;
         if (i >= warmup) ms[i - warmup] = dt;
+    }
+    if (logits_path) {
+        FILE *f = fopen(logits_path, "wb");
+        size_t nl = (size_t)mi->num_labels * (size_t)batch;
+        bool ok = f && fwrite(logits, sizeof *logits, nl, f) == nl;
+        if (f && fclose(f) != 0) ok = false;
+        if (!ok) {
+            fprintf(stderr, "vitserve bench: --save-logits %s: write failed\n", logits_path);
+            rc = 1;
+            goto out;
+        }
     }
     qsort(ms, (size_t)iters, sizeof *ms, cmp_double);
     double med = iters % 2 ? ms[iters / 2] : 0.5 * (ms[iters / 2 - 1] + ms[iters / 2]);

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""vitserve vs PyTorch vs ONNX Runtime on the same ViT-B/16 weights, side by
+side in one run, interleaved (round-robin per batch size) so that machine
+noise hits every engine alike.  Prints a table of ms per batch, images/s and
+ratios, and the logits difference between the engines.
+
+Usage: bench/compare.py [--build build/release] [--batches 1,8,32]
+                        [--rounds 3] [--iters 5] [--threads 2] [--no-ort]
+Needs: Debian python3-torch (+ python3-onnx for the export) and, for ONNX
+Runtime, `npm ci` in the repository (onnxruntime-node; see package.json).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def sh(args, env=None, timeout=3600):
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run(args, capture_output=True, text=True, env=e, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return p.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build", "release"))
+    ap.add_argument("--work", default="/tmp/vitserve-bench")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-ort", action="store_true")
+    ap.add_argument("--no-slow-torch", action="store_true",
+                    help="skip PyTorch with the misdetected OpenBLAS kernel")
+    ap.add_argument("--int8", action="store_true", help="also vitserve --precision int8 and torch quantize_dynamic")
+    a = ap.parse_args()
+
+    vitserve = os.path.join(a.build, "src", "vitserve")
+    gen = os.path.join(a.build, "tools", "vs-gen_vit")
+    os.makedirs(a.work, exist_ok=True)
+    model = os.path.join(a.work, "vit-base")
+    if not os.path.exists(os.path.join(model, "model.safetensors")):
+        print("generating ViT-B/16 (random weights, seed 1) ...", flush=True)
+        sh([gen, "--out", model, "--preset", "base", "--seed", "1"])
+    onnx = os.path.join(a.work, "vit-base.onnx")
+    ort_ok = not a.no_ort and os.path.isdir(os.path.join(ROOT, "node_modules", "onnxruntime-node"))
+    if ort_ok and not os.path.exists(onnx):
+        print("exporting to ONNX ...", flush=True)
+        sh([sys.executable, os.path.join(HERE, "export_onnx.py"), model, onnx])
+
+    threads_env = {"OMP_NUM_THREADS": str(a.threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    engines = [("vitserve fp32", "vs", {}),
+               ("torch fp32 (SkylakeX)", "torch", {"OPENBLAS_CORETYPE": "SkylakeX"})]
+    if not a.no_slow_torch:
+        engines.append(("torch fp32 (as installed)", "torch", {"OPENBLAS_CORETYPE": ""}))
+    if ort_ok:
+        engines.append(("onnxruntime fp32", "ort", {}))
+    if a.int8:
+        engines.append(("vitserve int8", "vs8", {}))
+        engines.append(("torch int8 dynamic", "torch8", {"OPENBLAS_CORETYPE": "SkylakeX"}))
+
+    batches = [int(b) for b in a.batches.split(",")]
+    results = {}   # (engine, batch) -> [median ms per round]
+    logits = {}    # (engine, batch) -> array
+    rng = np.random.default_rng(0)
+    for b in batches:
+        x = rng.uniform(-1, 1, size=(b, 3, 224, 224)).astype(np.float32)
+        x.tofile(os.path.join(a.work, f"input-{b}.f32"))
+    for r in range(a.rounds):
+        for b in batches:
+            inp = os.path.join(a.work, f"input-{b}.f32")
+            for name, kind, env in engines:
+                slow = "as installed" in name
+                iters = 1 if (slow and b > 1) else a.iters
+                out = os.path.join(a.work, f"logits-{kind}-{b}.f32")
+                env = dict(threads_env, **env)
+                if env.get("OPENBLAS_CORETYPE") == "":
+                    env.pop("OPENBLAS_CORETYPE")
+                    env["OPENBLAS_CORETYPE_UNSET"] = "1"
+                if kind in ("vs", "vs8"):
+                    cmd = [vitserve, "bench", "--model", model, "--batch-size", str(b),
+                           "--iters", str(iters), "--threads", str(a.threads), "--device", "cpu",
+                           "--input", inp, "--save-logits", out, "--json"]
+                    if kind == "vs8":
+                        cmd += ["--precision", "int8"]
+                elif kind.startswith("torch"):
+                    cmd = [sys.executable, os.path.join(HERE, "torch_worker.py"), model, inp,
+                           str(b), str(iters), out] + (["int8"] if kind == "torch8" else [])
+                else:
+                    cmd = ["node", os.path.join(HERE, "ort_worker.mjs"), onnx, inp, str(b),
+                           str(iters), out, str(a.threads)]
+                e = dict(os.environ)
+                e.update(env)
+                if "OPENBLAS_CORETYPE_UNSET" in e:
+                    e.pop("OPENBLAS_CORETYPE", None)
+                    e.pop("OPENBLAS_L2_SIZE", None)
+                p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=3600)
+                if p.returncode != 0:
+                    print(f"  {name} b={b}: FAILED {p.stderr[-500:]}", flush=True)
+                    continue
+                j = json.loads(p.stdout.strip().splitlines()[-1])
+                results.setdefault((name, b), []).append(j["median_ms"])
+                logits[(name, b)] = np.fromfile(out, dtype=np.float32)
+                print(f"  round {r + 1} b={b:<3} {name:<28} {j['median_ms']:9.1f} ms", flush=True)
+
+    print()
+    print(f"ViT-B/16 224x224 (35.1 GFLOP/image), {a.threads} threads, median of {a.rounds} rounds")
+    print(f"{'engine':<28} {'batch':>5} {'ms/batch':>10} {'ms/image':>9} {'img/s':>7} {'vs vitserve':>12}")
+    for b in batches:
+        base = results.get(("vitserve fp32", b))
+        for name, _, _ in engines:
+            t = results.get((name, b))
+            if not t:
+                continue
+            med = statistics.median(t)
+            ratio = f"{med / statistics.median(base):.2f}x" if base else "-"
+            print(f"{name:<28} {b:>5} {med:>10.1f} {med / b:>9.1f} {1000 * b / med:>7.2f} {ratio:>12}")
+    print()
+    print("logits vs torch fp32 (SkylakeX), max |diff| / max |logit|:")
+    for b in batches:
+        ref = logits.get(("torch fp32 (SkylakeX)", b))
+        if ref is None:
+            continue
+        scale = float(np.abs(ref).max())
+        for name, _, _ in engines:
+            y = logits.get((name, b))
+            if y is None or "torch fp32 (SkylakeX)" == name:
+                continue
+            d = float(np.abs(y - ref).max())
+            print(f"  b={b:<3} {name:<28} {d:.3g} abs, {d / scale:.3g} relative")
+
+
+if __name__ == "__main__":
+    main()
