@@ -7,7 +7,7 @@ ratios, and the logits difference between the engines.
 Usage: bench/compare.py [--build build/release] [--batches 1,8,32]
                         [--rounds 3] [--iters 5] [--threads 2] [--no-ort]
 Needs: Debian python3-torch (+ python3-onnx for the export) and, for ONNX
-Runtime, `npm ci` in the repository (onnxruntime-node; see package.json).
+Runtime, `npm ci` in bench/ (onnxruntime-node; see bench/package.json).
 """
 import argparse
 import json
@@ -53,7 +53,7 @@ def main():
         print("generating ViT-B/16 (random weights, seed 1) ...", flush=True)
         sh([gen, "--out", model, "--preset", "base", "--seed", "1"])
     onnx = os.path.join(a.work, "vit-base.onnx")
-    ort_ok = not a.no_ort and os.path.isdir(os.path.join(ROOT, "node_modules", "onnxruntime-node"))
+    ort_ok = not a.no_ort and os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node"))
     if ort_ok and not os.path.exists(onnx):
         print("exporting to ONNX ...", flush=True)
         sh([sys.executable, os.path.join(HERE, "export_onnx.py"), model, onnx])
