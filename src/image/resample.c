@@ -271,6 +271,156 @@ static void pass_vertical(const uint8_t *src, int w, int row0, uint8_t *dst,
     }
 }
 
+/* ---- AVX2 paths (x86-64 only, chosen at run time) ---------------------
+ *
+ * Same integer sums as the scalar passes above, reordered so that eight
+ * independent sums sit in the eight int32 lanes of a ymm register: the
+ * result is bit-identical because integer addition is associative.
+ *
+ * Horizontal: eight source rows are first transposed (SSE2 byte unpacks)
+ * into T (sw*3, 8): T[j][r] = row r, byte j.  Then for each output pixel
+ * and tap one broadcast weight multiplies the 8 rows' R, G and B at once
+ * (vpmovzxbd + vpmulld + vpaddd), so the weights are read once per 8 rows
+ * and there is no horizontal reduction.
+ * Vertical: lanes are 8 consecutive bytes of an output row; the taps walk
+ * down the intermediate rows with the sum kept in a register. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define VS_RESAMPLE_AVX2 1
+
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint8_t v8b __attribute__((vector_size(8)));
+
+/* T (cols, 8) <- 8 rows of `cols` bytes each, `stride` bytes apart. */
+static void transpose8(const uint8_t *src, size_t stride, size_t cols, uint8_t *t)
+{
+    size_t j = 0;
+    for (; j + 16 <= cols; j += 16) {
+        __m128i r[8], a[8], b[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm_loadu_si128((const __m128i *)(src + i * stride + j));
+        /* a: byte pairs of rows (0,1) (2,3) (4,5) (6,7); lo = bytes 0..7, hi = 8..15 */
+        for (int i = 0; i < 4; i++) {
+            a[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+            a[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+        }
+        /* b: 4-row groups, 4 columns per register: b0 cols 0-3 rows 0-3 ... */
+        b[0] = _mm_unpacklo_epi16(a[0], a[2]);   /* cols 0..3,  rows 0..3 */
+        b[1] = _mm_unpackhi_epi16(a[0], a[2]);   /* cols 4..7 */
+        b[2] = _mm_unpacklo_epi16(a[1], a[3]);   /* cols 8..11 */
+        b[3] = _mm_unpackhi_epi16(a[1], a[3]);   /* cols 12..15 */
+        b[4] = _mm_unpacklo_epi16(a[4], a[6]);   /* same, rows 4..7 */
+        b[5] = _mm_unpackhi_epi16(a[4], a[6]);
+        b[6] = _mm_unpacklo_epi16(a[5], a[7]);
+        b[7] = _mm_unpackhi_epi16(a[5], a[7]);
+        /* c: 8 rows of 2 columns per register, in column order */
+        __m128i *out = (__m128i *)(void *)(t + j * 8);
+        for (int i = 0; i < 4; i++) {
+            _mm_storeu_si128(out + 2 * i, _mm_unpacklo_epi32(b[i], b[i + 4]));
+            _mm_storeu_si128(out + 2 * i + 1, _mm_unpackhi_epi32(b[i], b[i + 4]));
+        }
+    }
+    for (; j < cols; j++)
+        for (int i = 0; i < 8; i++) t[j * 8 + i] = src[i * stride + j];
+}
+
+/* Lane-wise clip8 of 8 sums: (int32)acc >> 22, clamped to 0..255. */
+__attribute__((target("avx2"))) static inline v8b clip8x8(v8u acc)
+{
+    v8i v = (v8i)acc >> PRECISION_BITS;
+    v &= ~(v >> 31);                       /* negatives -> 0 */
+    v8i over = v > 255;                    /* -1 where above 255 */
+    v = (v & ~over) | (255 & over);
+    return __builtin_convertvector(v, v8b);
+}
+
+__attribute__((target("avx2"))) static inline v8u load8(const uint8_t *p)
+{
+    /* vpmovzxbd: 8 bytes -> 8 uint32 lanes */
+    return (v8u)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p));
+}
+
+/* As pass_horizontal; t: scratch of sw*3*8 bytes. */
+__attribute__((target("avx2")))
+static void pass_horizontal_avx2(const uint8_t *src, int sw, int row0, int rows,
+                                 uint8_t *dst, const struct axis *ax, uint8_t *t)
+{
+    const int dw = ax->out;
+    const size_t srow = (size_t)sw * 3, drow = (size_t)dw * 3;
+    int r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        transpose8(src + (size_t)(row0 + r) * srow, srow, srow, t);   /* t: (sw*3, 8) */
+        uint8_t *out = dst + (size_t)r * drow;                        /* (8, dw, 3) */
+        for (int o = 0; o < dw; o++) {
+            const int32_t *k = ax->k + (size_t)o * ax->stride;        /* (n) */
+            const uint8_t *p = t + (size_t)ax->first[o] * 3 * 8;      /* (n, 3, 8) */
+            const int n = ax->count[o];
+            v8u s0 = {0}, s1, s2;
+            s0 += ROUND_HALF;
+            s1 = s0;
+            s2 = s0;
+            for (int i = 0; i < n; i++, p += 24) {
+                v8u c = {0};
+                c += (uint32_t)k[i];
+                s0 += load8(p) * c;
+                s1 += load8(p + 8) * c;
+                s2 += load8(p + 16) * c;
+            }
+            v8b b0 = clip8x8(s0), b1 = clip8x8(s1), b2 = clip8x8(s2);
+            for (int l = 0; l < 8; l++) {
+                uint8_t *q = out + (size_t)l * drow + 3 * (size_t)o;
+                q[0] = b0[l];
+                q[1] = b1[l];
+                q[2] = b2[l];
+            }
+        }
+    }
+    if (r < rows) pass_horizontal(src, sw, row0 + r, rows - r, dst + (size_t)r * drow, ax);
+}
+
+/* As pass_vertical (no scratch needed). */
+__attribute__((target("avx2")))
+static void pass_vertical_avx2(const uint8_t *src, int w, int row0, uint8_t *dst,
+                               const struct axis *ay)
+{
+    const size_t rowlen = (size_t)w * 3;
+    for (int o = 0; o < ay->out; o++) {
+        const int32_t *k = ay->k + (size_t)o * ay->stride;            /* (n) */
+        const uint8_t *in = src + (size_t)(ay->first[o] - row0) * rowlen;
+        const int n = ay->count[o];
+        uint8_t *out = dst + (size_t)o * rowlen;                      /* (w*3) */
+        size_t j = 0;
+        for (; j + 32 <= rowlen; j += 32) {      /* 4 x 8 lanes per tap walk */
+            v8u s0 = {0}, s1, s2, s3;
+            s0 += ROUND_HALF;
+            s1 = s2 = s3 = s0;
+            const uint8_t *p = in + j;
+            for (int i = 0; i < n; i++, p += rowlen) {
+                v8u c = {0};
+                c += (uint32_t)k[i];
+                s0 += load8(p) * c;
+                s1 += load8(p + 8) * c;
+                s2 += load8(p + 16) * c;
+                s3 += load8(p + 24) * c;
+            }
+            v8b b[4] = {clip8x8(s0), clip8x8(s1), clip8x8(s2), clip8x8(s3)};
+            memcpy(out + j, b, 32);
+        }
+        for (; j < rowlen; j++) {
+            uint32_t s = ROUND_HALF;
+            for (int i = 0; i < n; i++) s += in[(size_t)i * rowlen + j] * (uint32_t)k[i];
+            out[j] = clip8(s);
+        }
+    }
+}
+
+static bool have_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && !getenv("VS_RESAMPLE_NO_SIMD");
+}
+#endif
+
 /* ---- NEAREST ----------------------------------------------------------- */
 
 /* Pillow's ImagingScaleAffine with a = [sw/dw, 0, 0, 0, sh/dh, 0], fill on:
@@ -333,47 +483,72 @@ enum vs_status vs_image_resize(const uint8_t *src, int sw, int sh,
 
     const bool need_h = dw != sw, need_v = dh != sh;
     struct axis ax = {0}, ay = {0};
-    uint8_t *tmp = NULL;
+    uint8_t *tmp = NULL, *tr = NULL;
     uint32_t *acc = NULL;
     enum vs_status st = VS_OK;
+#ifdef VS_RESAMPLE_AVX2
+    const bool simd = have_avx2();
+#else
+    const bool simd = false;
+#endif
 
     if (need_v && (st = axis_build(&ay, sh, dh, flt, "height", err)) != VS_OK) goto out;
-    if (!need_h) {
-        /* vertical only: read the source directly */
-        acc = malloc(sizeof *acc * (size_t)sw * 3);
-        if (!acc) {
-            st = vs_err_set(err, VS_NOMEM, "resize: no memory for a %d-pixel row", sw);
-            goto out;
-        }
-        pass_vertical(src, sw, 0, dst, &ay, acc);
-        goto out;
-    }
-    if ((st = axis_build(&ax, sw, dw, flt, "width", err)) != VS_OK) goto out;
-    if (!need_v) {                                /* horizontal only */
-        pass_horizontal(src, sw, 0, sh, dst, &ax);
-        goto out;
-    }
+    if (need_h && (st = axis_build(&ax, sw, dw, flt, "width", err)) != VS_OK) goto out;
     /* Rows of the source the vertical pass reads: Pillow's ybox_first
      * (window start of output row 0) to ybox_last (window end of the last
-     * output row); windows are monotonic, so that covers all of them. */
-    const int yfirst = ay.first[0];
-    const int ylast = ay.first[dh - 1] + ay.count[dh - 1];
-    const int trows = ylast - yfirst;
-    size_t tbytes;
-    if (!vs_mul_size((size_t)dw * 3, (size_t)trows, &tbytes)) {
-        st = vs_err_set(err, VS_TOO_LARGE, "resize: intermediate %dx%d too large", dw, trows);
-        goto out;
+     * output row); windows are monotonic, so that covers all of them.
+     * Without a vertical pass the horizontal one covers every row. */
+    const int yfirst = need_v ? ay.first[0] : 0;
+    const int trows = need_v ? ay.first[dh - 1] + ay.count[dh - 1] - yfirst : sh;
+    const int w = need_h ? dw : sw;       /* width seen by the vertical pass */
+    if (need_h && need_v) {
+        size_t tbytes;
+        if (!vs_mul_size((size_t)dw * 3, (size_t)trows, &tbytes)) {
+            st = vs_err_set(err, VS_TOO_LARGE, "resize: intermediate %dx%d too large", dw, trows);
+            goto out;
+        }
+        tmp = malloc(tbytes ? tbytes : 1);              /* (trows, dw, 3) */
+        if (!tmp) {
+            st = vs_err_set(err, VS_NOMEM, "resize: no memory for a %dx%d intermediate", dw, trows);
+            goto out;
+        }
     }
-    tmp = malloc(tbytes ? tbytes : 1);                  /* (trows, dw, 3) */
-    acc = malloc(sizeof *acc * (size_t)dw * 3);         /* (dw*3) */
-    if (!tmp || !acc) {
-        st = vs_err_set(err, VS_NOMEM, "resize: no memory for a %dx%d intermediate", dw, trows);
-        goto out;
+    if (need_h && simd) {
+        tr = malloc((size_t)sw * 3 * 8);                /* (sw*3, 8) */
+        if (!tr) {
+            st = vs_err_set(err, VS_NOMEM, "resize: no memory for %d source columns", sw);
+            goto out;
+        }
     }
-    pass_horizontal(src, sw, yfirst, trows, tmp, &ax);
-    pass_vertical(tmp, dw, yfirst, dst, &ay, acc);
+    if (need_v && !simd) {
+        acc = malloc(sizeof *acc * (size_t)w * 3);      /* (w*3) */
+        if (!acc) {
+            st = vs_err_set(err, VS_NOMEM, "resize: no memory for a %d-pixel row", w);
+            goto out;
+        }
+    }
+    /* horizontal: src rows [yfirst, yfirst+trows) -> tmp, or straight to dst */
+    uint8_t *hout = need_v ? tmp : dst;
+    if (need_h) {
+#ifdef VS_RESAMPLE_AVX2
+        if (simd) pass_horizontal_avx2(src, sw, yfirst, trows, hout, &ax, tr);
+        else
+#endif
+            pass_horizontal(src, sw, yfirst, trows, hout, &ax);
+    }
+    /* vertical: tmp (its row 0 is source row yfirst) or src -> dst */
+    if (need_v) {
+        const uint8_t *vin = need_h ? tmp : src;
+        const int row0 = need_h ? yfirst : 0;
+#ifdef VS_RESAMPLE_AVX2
+        if (simd) pass_vertical_avx2(vin, w, row0, dst, &ay);
+        else
+#endif
+            pass_vertical(vin, w, row0, dst, &ay, acc);
+    }
 out:
     free(tmp);
+    free(tr);
     free(acc);
     axis_free(&ax);
     axis_free(&ay);
