@@ -1,0 +1,132 @@
+"""A local stand-in for the Hugging Face Hub, for the download tests.
+
+Serves repositories from folders with the hub's URL scheme and headers:
+  HEAD/GET /{org}/{name}/resolve/{revision}/{file}
+    small files: 200, ETag (git-style id), X-Repo-Commit
+    *.safetensors: 302 to /cdn/<sha256>, X-Linked-Etag = sha256,
+                   X-Linked-Size, X-Repo-Commit (as for LFS files)
+  GET /cdn/<sha256>   the content; honours Range: bytes=N-
+Injected failures, chosen per repository:
+  'private': 401 without "Authorization: Bearer <token>"
+  'cut':     the first CDN transfer stops after half the bytes
+  'badsum':  X-Linked-Etag is a wrong SHA-256
+Unknown repo -> 404 RepoNotFound; unknown revision -> 404 RevisionNotFound;
+unknown file -> 404 EntryNotFound.  `requests` records every path asked.
+"""
+import hashlib
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Repo:
+    def __init__(self, folder, private_token=None, cut=False, badsum=False):
+        self.files = {}
+        for name in os.listdir(folder):
+            p = os.path.join(folder, name)
+            if os.path.isfile(p) and not name.startswith("."):
+                self.files[name] = open(p, "rb").read()
+        self.commit = hashlib.sha1(folder.encode()).hexdigest()
+        self.private_token = private_token
+        self.cut = cut
+        self.badsum = badsum
+
+
+class FakeHub:
+    def __init__(self):
+        self.repos = {}
+        self.blobs = {}
+        self.requests = []
+        self.cut_done = set()
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def send(self, code, headers=None, body=b""):
+                self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def do_HEAD(self):
+                self.handle_any()
+
+            def do_GET(self):
+                self.handle_any()
+
+            def handle_any(self):
+                hub.requests.append((self.command, self.path))
+                parts = self.path.split("/")
+                if len(parts) == 3 and parts[1] == "cdn":
+                    return self.cdn(parts[2])
+                if len(parts) < 6 or parts[3] != "resolve":
+                    return self.send(404, {"X-Error-Code": "RepoNotFound"})
+                repo_id, rev, fname = parts[1] + "/" + parts[2], parts[4], "/".join(parts[5:])
+                repo = hub.repos.get(repo_id)
+                if repo is None:
+                    return self.send(404, {"X-Error-Code": "RepoNotFound"}, b'{"error":"Repository not found"}')
+                if repo.private_token and self.headers.get("Authorization") != "Bearer " + repo.private_token:
+                    return self.send(401, {"X-Error-Code": "GatedRepo"}, b'{"error":"Access to this model is restricted"}')
+                if rev not in ("main", repo.commit):
+                    return self.send(404, {"X-Error-Code": "RevisionNotFound"})
+                data = repo.files.get(fname)
+                if data is None:
+                    return self.send(404, {"X-Error-Code": "EntryNotFound"})
+                h = {"X-Repo-Commit": repo.commit}
+                if fname.endswith(".safetensors"):
+                    sha = hashlib.sha256(data).hexdigest()
+                    hub.blobs[sha] = (repo, fname, data)
+                    etag = ("0" * 64) if repo.badsum else sha
+                    h.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data)),
+                              "Location": f"/cdn/{sha}", "ETag": '"lfs-pointer"'})
+                    return self.send(302, h)
+                h["ETag"] = '"' + hashlib.sha1(data).hexdigest() + '"'
+                return self.send(200, h, data)
+
+            def cdn(self, sha):
+                blob = hub.blobs.get(sha)
+                if blob is None:
+                    return self.send(404)
+                repo, fname, data = blob
+                start = 0
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes=") and rng.endswith("-"):
+                    start = int(rng[6:-1])
+                body = data[start:]
+                code = 206 if start else 200
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                if repo.cut and sha not in hub.cut_done:
+                    hub.cut_done.add(sha)
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def add(self, repo_id, folder, **kw):
+        self.repos[repo_id] = Repo(folder, **kw)
+        return self.repos[repo_id]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,121 @@
+"""Downloading models from a Hugging Face Hub stand-in on loopback
+(fake_hub.py): cache layout shared with huggingface_hub, offline reuse,
+tokens, 401/404, a non-ViT model refused before its weights are fetched,
+a connection cut mid-file (resumed), a wrong checksum (nothing left that
+looks complete), no network."""
+import hashlib
+import json
+import os
+import shutil
+
+from fake_hub import FakeHub
+from vstest import FIXTURE, TMP, check, done, json_lines, vitserve
+
+MODEL = os.path.join(FIXTURE, "model")
+IMG = os.path.join(FIXTURE, "images", "a01_chelsea_baseline420.jpg")
+
+bert = os.path.join(TMP, "hub-bert")
+shutil.rmtree(bert, ignore_errors=True)
+shutil.copytree(MODEL, bert)
+cfg = json.load(open(os.path.join(bert, "config.json")))
+cfg["architectures"] = ["BertForMaskedLM"]
+cfg["model_type"] = "bert"
+json.dump(cfg, open(os.path.join(bert, "config.json"), "w"))
+
+hub = FakeHub()
+tiny = hub.add("test/tiny-vit", MODEL)
+hub.add("test/private-vit", MODEL, private_token="hf_secret")
+hub.add("test/cut-vit", MODEL, cut=True)
+hub.add("test/badsum-vit", MODEL, badsum=True)
+hub.add("test/bert", bert)
+
+
+def fresh_home(name):
+    home = os.path.join(TMP, "hf-home-" + name)
+    shutil.rmtree(home, ignore_errors=True)
+    os.makedirs(home)
+    return home
+
+
+def classify(model, home, extra_env=None):
+    env = {"HF_HOME": home, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": "", "HF_TOKEN": ""}
+    env.update(extra_env or {})
+    return vitserve("classify", "--model", model, "--json", "--device", "cpu", IMG, env=env)
+
+
+try:
+    code, out, err = vitserve("classify", "--model", MODEL, "--json", "--device", "cpu", IMG)
+    check(code == 0, f"local classify: {err}")
+    want = json_lines(out)[0]["predictions"]
+
+    # 1. Download into the huggingface_hub cache layout, then classify.
+    home = fresh_home("ok")
+    code, out, err = classify("test/tiny-vit", home)
+    check(code == 0, f"download + classify failed: {err}")
+    check(json_lines(out)[0]["predictions"] == want, "downloaded model answers like the local one")
+    base = os.path.join(home, "hub", "models--test--tiny-vit")
+    check(open(os.path.join(base, "refs", "main")).read().strip() == tiny.commit, "refs/main holds the commit")
+    snap = os.path.join(base, "snapshots", tiny.commit)
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        p = os.path.join(snap, name)
+        check(os.path.islink(p) and os.readlink(p).startswith("../../blobs/"), f"{name} is a relative blob link")
+        check(open(p, "rb").read() == open(os.path.join(MODEL, name), "rb").read(), f"{name} content")
+    sha = hashlib.sha256(open(os.path.join(MODEL, "model.safetensors"), "rb").read()).hexdigest()
+    check(os.path.isfile(os.path.join(base, "blobs", sha)), "LFS blob stored under its SHA-256")
+    check(not [f for f in os.listdir(os.path.join(base, "blobs")) if f.endswith(".incomplete")], "no partial files")
+    check(any(p.startswith("/cdn/") for _, p in hub.requests), "followed the redirect to the file storage")
+
+    # 2. Offline: served from the cache, no request made.
+    before = len(hub.requests)
+    code, out, err = classify("test/tiny-vit", home, {"HF_HUB_OFFLINE": "1"})
+    check(code == 0 and json_lines(out)[0]["predictions"] == want, f"offline from cache: {err}")
+    check(len(hub.requests) == before, "offline run made no request")
+    code, _, err = classify("test/other-vit", home, {"HF_HUB_OFFLINE": "1"})
+    check(code == 1 and "HF_HUB_OFFLINE" in err, f"offline miss explains itself: {err}")
+
+    # 3. Private/gated: 401 says a token is needed; HF_TOKEN or the token file work.
+    home = fresh_home("private")
+    code, _, err = classify("test/private-vit", home)
+    check(code == 1 and "401" in err and "token" in err.lower(), f"401 message: {err}")
+    code, _, err = classify("test/private-vit", home, {"HF_TOKEN": "hf_secret"})
+    check(code == 0, f"with HF_TOKEN: {err}")
+    home = fresh_home("tokenfile")
+    open(os.path.join(home, "token"), "w").write("hf_secret\n")
+    code, _, err = classify("test/private-vit", home)
+    check(code == 0, f"with the token file: {err}")
+
+    # 4. 404s: no such model, no such revision.
+    home = fresh_home("missing")
+    code, _, err = classify("test/no-such-vit", home)
+    check(code == 1 and "404" in err and "no such model" in err, f"404 model: {err}")
+    code, _, err = classify("test/tiny-vit@no-such-branch", home)
+    check(code == 1 and "revision" in err, f"404 revision: {err}")
+
+    # 5. Not a ViT classifier: refused by name, weights never fetched.
+    home = fresh_home("bert")
+    hub.requests.clear()
+    code, _, err = classify("test/bert", home)
+    check(code == 1 and "BertForMaskedLM" in err, f"non-ViT refused: {err}")
+    check(not any("model.safetensors" in p for _, p in hub.requests), "no weights fetched for a non-ViT")
+
+    # 6. Connection cut mid-file: resumed with a Range request, complete.
+    home = fresh_home("cut")
+    code, out, err = classify("test/cut-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want, f"resume after a cut: {err}")
+    check("resuming" in err, f"the cut was reported: {err}")
+
+    # 7. Wrong checksum: refused, and nothing that looks complete is left.
+    home = fresh_home("badsum")
+    code, _, err = classify("test/badsum-vit", home)
+    check(code == 1 and "checksum" in err, f"checksum mismatch: {err}")
+    blobs = os.path.join(home, "hub", "models--test--badsum-vit", "blobs")
+    left = os.listdir(blobs) if os.path.isdir(blobs) else []
+    check(not any(len(f) == 64 for f in left), f"no complete-looking weight blob left: {left}")
+
+    # 8. No network: names the endpoint, suggests a folder or offline mode.
+    home = fresh_home("nonet")
+    code, _, err = classify("test/tiny-vit", home, {"HF_ENDPOINT": "http://127.0.0.1:1"})
+    check(code == 1 and "127.0.0.1:1" in err and "--model DIR" in err, f"no network: {err}")
+finally:
+    hub.stop()
+done()
