@@ -1,0 +1,199 @@
+/* hub.c: --model argument -> snapshot folder.
+ *
+ * An existing folder is used as is.  Otherwise the argument must be a hub
+ * id "org/name[@revision]" (or a legacy "name[@revision]"), looked up in
+ * the local Hugging Face cache the way huggingface_hub lays it out:
+ *
+ *   <cache>/models--<org>--<name>/refs/<revision>      text: a commit hash
+ *   <cache>/models--<org>--<name>/snapshots/<commit>/  the files (symlinks to blobs)
+ *
+ * <cache> is $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE (the older name),
+ * else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+ * ~/.cache/huggingface/hub.  The revision defaults to "main"; a 40-hex
+ * revision is a commit and names snapshots/<rev> directly.  Ids are
+ * checked before any path is built (no "..", no odd characters), so an id
+ * can never name a path outside the cache.
+ *
+ * Not found locally -> hub_fetch(), the seam where downloading will go;
+ * today it only reports VS_NOT_FOUND with every path looked at.
+ * Runs on the loading thread; reads the environment, no state.
+ */
+#include "model_internal.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static bool is_dir(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* One component of a repo id: [A-Za-z0-9_.-]{1,96}, not starting or
+ * ending with '.' or '-', without ".." or "--" (huggingface_hub's rules). */
+static bool id_part_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 96) return false;
+    if (s[0] == '.' || s[0] == '-' || s[n - 1] == '.' || s[n - 1] == '-') return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(isalnum(c) || c == '_' || c == '.' || c == '-')) return false;
+        if (i > 0 && (c == '.' || c == '-') && s[i - 1] == c) return false;
+    }
+    return true;
+}
+
+/* A revision: a branch/tag name or a commit; [A-Za-z0-9_./-], no "..",
+ * no leading '/' and no empty path component. */
+static bool rev_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 200 || s[0] == '/' || s[n - 1] == '/' || strstr(s, "..") || strstr(s, "//"))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(isalnum(c) || c == '_' || c == '.' || c == '-' || c == '/')) return false;
+    }
+    return true;
+}
+
+static bool is_commit(const char *s, size_t n)
+{
+    if (n != 40) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i])) return false;
+    return true;
+}
+
+/* Splits "org/name@rev" into repo ("org/name") and rev ("main" default). */
+static bool split_id(const char *spec, char *repo, size_t repo_size, char *rev, size_t rev_size)
+{
+    const char *at = strchr(spec, '@');
+    size_t rl = at ? (size_t)(at - spec) : strlen(spec);
+    const char *rv = at ? at + 1 : "main";
+    if (rl == 0 || rl >= repo_size || strlen(rv) >= rev_size) return false;
+    memcpy(repo, spec, rl);
+    repo[rl] = '\0';
+    strcpy(rev, rv);
+    if (!rev_ok(rev)) return false;
+    const char *slash = strchr(repo, '/');
+    if (!slash) return id_part_ok(repo, rl);
+    if (strchr(slash + 1, '/')) return false;
+    return id_part_ok(repo, (size_t)(slash - repo)) && id_part_ok(slash + 1, strlen(slash + 1));
+}
+
+bool vs_hub_id_valid(const char *spec)
+{
+    char repo[256], rev[256];
+    return split_id(spec, repo, sizeof repo, rev, sizeof rev);
+}
+
+/* The cache root, per huggingface_hub's environment variables. */
+static void cache_root(char *out, size_t n)
+{
+    const char *v;
+    if ((v = getenv("HF_HUB_CACHE")) && *v) snprintf(out, n, "%s", v);
+    else if ((v = getenv("HUGGINGFACE_HUB_CACHE")) && *v) snprintf(out, n, "%s", v);
+    else if ((v = getenv("HF_HOME")) && *v) snprintf(out, n, "%s/hub", v);
+    else if ((v = getenv("XDG_CACHE_HOME")) && *v) snprintf(out, n, "%s/huggingface/hub", v);
+    else snprintf(out, n, "%s/.cache/huggingface/hub", (v = getenv("HOME")) && *v ? v : "");
+}
+
+/* Appends "; <path> (<why>)" to the list of places looked at. */
+static void note(char *looked, size_t n, const char *path, const char *why)
+{
+    size_t l = strlen(looked);
+    if (l + 1 < n && snprintf(looked + l, n - l, "%s%s (%s)", l ? "; " : "", path, why) < 0)
+        looked[l] = '\0';
+}
+
+/* Looks repo@rev up in the cache; true with dir filled when found. */
+static bool hub_find_local(const char *root, const char *repo, const char *rev,
+                           char *dir, size_t dir_size, char *looked, size_t looked_size)
+{
+    char base[4096], p[4096 + 512], commit[128];
+    /* models--org--name: '/' becomes "--". */
+    int bl = snprintf(base, sizeof base, "%s/models--", root);
+    for (const char *c = repo; *c && bl + 3 < (int)sizeof base; c++) {
+        if (*c == '/') { base[bl++] = '-'; base[bl++] = '-'; }
+        else base[bl++] = *c;
+    }
+    base[bl] = '\0';
+    if (!is_dir(base)) {
+        note(looked, looked_size, base, "no such folder");
+        return false;
+    }
+    if (is_commit(rev, strlen(rev))) {
+        snprintf(commit, sizeof commit, "%s", rev);
+    } else {
+        snprintf(p, sizeof p, "%s/refs/%s", base, rev);
+        FILE *f = fopen(p, "r");
+        if (!f) {
+            note(looked, looked_size, p, "no such ref");
+            return false;
+        }
+        size_t n = fread(commit, 1, sizeof commit - 1, f);
+        fclose(f);
+        while (n > 0 && isspace((unsigned char)commit[n - 1])) n--;
+        commit[n] = '\0';
+        if (!is_commit(commit, n)) {
+            note(looked, looked_size, p, "does not hold a 40-hex commit hash");
+            return false;
+        }
+    }
+    snprintf(p, sizeof p, "%s/snapshots/%s", base, commit);
+    if (!is_dir(p)) {
+        note(looked, looked_size, p, "no such snapshot");
+        return false;
+    }
+    if ((size_t)snprintf(dir, dir_size, "%s", p) >= dir_size) {
+        note(looked, looked_size, p, "path too long");
+        return false;
+    }
+    return true;
+}
+
+/* The seam for downloading (a later issue: libcurl against $HF_ENDPOINT
+ * with $HF_TOKEN, honouring $HF_HUB_OFFLINE).  Today: not found. */
+static enum vs_status hub_fetch(const char *spec, const char *repo, const char *rev,
+                                const char *looked, char *dir, size_t dir_size,
+                                struct vs_err *err)
+{
+    (void)repo; (void)rev; (void)dir; (void)dir_size;
+    return vs_err_set(err, VS_NOT_FOUND,
+                      "model '%s' not found; looked at: %s. Downloading from the hub is not "
+                      "supported yet: fetch it with `huggingface-cli download` or pass a folder",
+                      spec, looked);
+}
+
+enum vs_status vs_model_resolve(const char *spec, char *dir, size_t dir_size,
+                                struct vs_err *err)
+{
+    if (!spec || !*spec) return vs_err_set(err, VS_BAD_INPUT, "no model given");
+    if (is_dir(spec)) {
+        size_t n = strlen(spec);
+        while (n > 1 && spec[n - 1] == '/') n--;          /* "m/" -> "m" */
+        if (n >= dir_size) return vs_err_set(err, VS_BAD_INPUT, "%s: path too long", spec);
+        memcpy(dir, spec, n);
+        dir[n] = '\0';
+        return VS_OK;
+    }
+    char repo[256], rev[256];
+    if (!split_id(spec, repo, sizeof repo, rev, sizeof rev))
+        return vs_err_set(err, VS_NOT_FOUND,
+                          "model '%.200s' is not a folder, nor a valid hub id (org/name[@revision]: "
+                          "letters, digits, '_', '.', '-'; no '..')", spec);
+    char root[4096], looked[1536] = "";
+    cache_root(root, sizeof root);
+    note(looked, sizeof looked, spec, "not a folder");
+    char found[4096];
+    if (hub_find_local(root, repo, rev, found, sizeof found, looked, sizeof looked)) {
+        if (strlen(found) >= dir_size) return vs_err_set(err, VS_BAD_INPUT, "%s: path too long", found);
+        strcpy(dir, found);
+        return VS_OK;
+    }
+    return hub_fetch(spec, repo, rev, looked, dir, dir_size, err);
+}
