@@ -1,0 +1,86 @@
+/* batcher.h: dynamic batching — many threads submit preprocessed images,
+ * one thread runs them through the model in batches.
+ *
+ * Contract.  The batcher owns a bounded FIFO queue and one compute thread.
+ * A submitter hands over a group of items (one request's images) that are
+ * queued together or not at all; the compute thread takes up to max_batch
+ * items as soon as that many are queued or the oldest queued item has
+ * waited timeout_ms, drops the items already past their deadline
+ * (VS_TIMEOUT, never computed), copies the rest into one contiguous
+ * float[n][in_floats] buffer, calls compute() once, and scatters the
+ * float[n][out_floats] result back into each item.  Items keep FIFO order;
+ * a group may be split across consecutive batches.  Batched results equal
+ * single results because compute() has no cross-talk between rows (the
+ * model's contract).
+ *
+ * Memory: items and their pixel/output buffers belong to the submitter and
+ * must stay valid until vs_batcher_wait() returned for them.
+ *
+ * Threads: submit/wait from any thread; compute() and observe() run on the
+ * batcher's own thread only (so compute needs no locking against itself).
+ */
+#ifndef VS_SERVE_BATCHER_H
+#define VS_SERVE_BATCHER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/vs.h"
+
+/* Runs n rows: in float[n][in_floats] -> out float[n][out_floats]. */
+typedef enum vs_status (*vs_batch_compute_fn)(void *ctx, const float *in, int n,
+                                              float *out, struct vs_err *err);
+/* Called after each batch: its size and each computed item's queue wait. */
+typedef void (*vs_batch_observe_fn)(void *ctx, int n, const double *wait_s);
+
+struct vs_batcher_config {
+    int max_batch;          /* >= 1 */
+    int timeout_ms;         /* >= 0: longest the oldest item waits for company */
+    int max_queue;          /* >= 1: queued (not yet taken) items */
+    size_t in_floats;       /* floats per input row (3*H*W) */
+    size_t out_floats;      /* floats per output row (num_labels) */
+    vs_batch_compute_fn compute;
+    vs_batch_observe_fn observe;  /* may be NULL */
+    void *ctx;
+};
+
+struct vs_batch_item {
+    const float *in;        /* in_floats, submitter-owned */
+    float *out;             /* out_floats, submitter-owned, written on VS_OK */
+    uint64_t deadline_ns;   /* vs_now_ns() scale; 0 = none */
+    /* written by the batcher: */
+    enum vs_status status;
+    char msg[512];          /* failure text ("" on success) */
+    int batch_size;         /* size of the batch it ran in (0 if not run) */
+    /* private: */
+    uint64_t _enqueued_ns;
+    bool _done;
+    struct vs_batch_item *_next;
+};
+
+struct vs_batcher;
+
+/* Starts the compute thread.  VS_BAD_INPUT for a bad config. */
+enum vs_status vs_batcher_create(const struct vs_batcher_config *cfg,
+                                 struct vs_batcher **out, struct vs_err *err);
+
+/* Finishes every queued item (computing those still within their deadline),
+ * then joins the thread and frees.  New submits fail meanwhile.  NULL ok. */
+void vs_batcher_destroy(struct vs_batcher *b);
+
+/* Queues items[0..n) as one group.  VS_BUSY when the queue cannot take all
+ * n (queued + n > max_queue; a group larger than max_queue is admitted only
+ * into an empty queue, so it can always make progress), VS_BUSY also after
+ * destroy began.  Nothing is queued on failure. */
+enum vs_status vs_batcher_submit(struct vs_batcher *b, struct vs_batch_item **items,
+                                 int n, struct vs_err *err);
+
+/* Blocks until every item of the group is done (computed, failed or
+ * dropped); per-item results are in item->status / msg / out. */
+void vs_batcher_wait(struct vs_batcher *b, struct vs_batch_item **items, int n);
+
+/* Items queued now (the queue_depth gauge). */
+int vs_batcher_depth(struct vs_batcher *b);
+
+#endif

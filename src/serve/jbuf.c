@@ -1,0 +1,148 @@
+/* jbuf.c: growable capped text buffer and JSON escaping (see jbuf.h).
+ * Pure functions on caller-owned buffers; any thread. */
+#include "jbuf.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JBUF_DEFAULT_MAX ((size_t)64 << 20)
+
+void vs_jbuf_init(struct vs_jbuf *b, size_t max)
+{
+    memset(b, 0, sizeof *b);
+    b->max = max ? max : JBUF_DEFAULT_MAX;
+}
+
+void vs_jbuf_deinit(struct vs_jbuf *b)
+{
+    free(b->data);
+    size_t max = b->max;
+    memset(b, 0, sizeof *b);
+    b->max = max;
+}
+
+char *vs_jbuf_take(struct vs_jbuf *b, size_t *len)
+{
+    if (b->failed) return NULL;
+    if (!b->data) vs_jbuf_add(b, "", 0);
+    if (b->failed) return NULL;
+    char *d = b->data;
+    if (len) *len = b->len;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return d;
+}
+
+/* Makes room for n more bytes plus the NUL; false (and failed) if not. */
+static bool reserve(struct vs_jbuf *b, size_t n)
+{
+    if (b->failed) return false;
+    if (n > b->max - b->len) { b->failed = true; return false; }
+    size_t need = b->len + n + 1;
+    if (need <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    char *d = realloc(b->data, cap);
+    if (!d) { b->failed = true; return false; }
+    b->data = d;
+    b->cap = cap;
+    return true;
+}
+
+void vs_jbuf_add(struct vs_jbuf *b, const void *data, size_t n)
+{
+    if (!reserve(b, n)) return;
+    if (n) memcpy(b->data + b->len, data, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void vs_jbuf_puts(struct vs_jbuf *b, const char *s)
+{
+    vs_jbuf_add(b, s, strlen(s));
+}
+
+void vs_jbuf_printf(struct vs_jbuf *b, const char *fmt, ...)
+{
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) { b->failed = true; return; }
+    if ((size_t)n < sizeof small) { vs_jbuf_add(b, small, (size_t)n); return; }
+    if (!reserve(b, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is not one
+ * (overlong forms, surrogates and code points above U+10FFFF are invalid). */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    uint32_t cp, min;
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
+    else return 0;
+    if (n < len) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+void vs_jbuf_json_str(struct vs_jbuf *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    vs_jbuf_add(b, "\"", 1);
+    size_t run = 0; /* start of the pending run of bytes copied verbatim */
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        const char *esc = NULL;
+        char hex[8];
+        size_t adv = 1;
+        if (c == '"') esc = "\\\"";
+        else if (c == '\\') esc = "\\\\";
+        else if (c == '\n') esc = "\\n";
+        else if (c == '\r') esc = "\\r";
+        else if (c == '\t') esc = "\\t";
+        else if (c < 0x20 || c == 0x7F) { snprintf(hex, sizeof hex, "\\u%04x", c); esc = hex; }
+        else if (c >= 0x80) {
+            adv = utf8_len(p + i, n - i);
+            if (!adv) { esc = "\\ufffd"; adv = 1; }
+        }
+        if (esc) {
+            vs_jbuf_add(b, p + run, i - run);
+            vs_jbuf_puts(b, esc);
+            run = i + adv;
+        }
+        i += adv;
+    }
+    vs_jbuf_add(b, p + run, n - run);
+    vs_jbuf_add(b, "\"", 1);
+}
+
+void vs_jbuf_json_cstr(struct vs_jbuf *b, const char *s)
+{
+    if (!s) s = "";
+    vs_jbuf_json_str(b, s, strlen(s));
+}
+
+void vs_jbuf_json_float(struct vs_jbuf *b, double v)
+{
+    if (!isfinite(v)) { vs_jbuf_puts(b, "null"); return; }
+    vs_jbuf_printf(b, "%.9g", v);
+}

@@ -1,0 +1,82 @@
+/* rcache.h: the result cache — key (32 bytes: SHA-256 of the image bytes
+ * and the model) -> the model's raw logits for that image.  LRU order with
+ * a time-to-live, thread-safe, and single-flight: while one request
+ * computes a key, identical requests wait for its answer instead of
+ * computing it again.
+ *
+ * An entry stores all num_labels logits, so every top_k and every score
+ * function is served from one entry.  Entries are reference counted:
+ * lookup hands out a reference that the caller must release, so eviction
+ * never frees memory a reader still uses.  Time is passed in (now_ms) so
+ * that TTL expiry is testable with an injected clock; waiting uses the real
+ * monotonic clock.
+ *
+ * Protocol for one key:
+ *   HIT      the entry is ready: read vs_rcache_values(), then release.
+ *   CLAIMED  the caller must compute it and call vs_rcache_fill() or
+ *            vs_rcache_fail(), then release.  A caller must never wait for
+ *            another entry while holding an unfilled claim (deadlock).
+ *   PENDING  someone else computes it: vs_rcache_wait(), then release.
+ * With capacity 0 the cache is disabled: every lookup is CLAIMED on a
+ * private entry that fill() completes without storing it (no single-flight).
+ *
+ * Threads: every function may be called from any thread.
+ */
+#ifndef VS_SERVE_RCACHE_H
+#define VS_SERVE_RCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/vs.h"
+
+struct vs_rcache;
+struct vs_rcache_entry;
+
+enum vs_rcache_state { VS_RCACHE_HIT, VS_RCACHE_CLAIMED, VS_RCACHE_PENDING };
+
+struct vs_rcache_stats {
+    uint64_t hits, misses, evictions, expirations, waits;
+    size_t entries;       /* ready entries held */
+    size_t capacity;
+};
+
+/* capacity 0 disables caching; ttl_ms 0 means entries never expire. */
+enum vs_status vs_rcache_create(size_t capacity, uint64_t ttl_ms,
+                                struct vs_rcache **out, struct vs_err *err);
+/* NULL is a no-op.  All references must have been released. */
+void vs_rcache_destroy(struct vs_rcache *c);
+
+/* Looks key up at time now_ms and returns the state above with a
+ * reference in *e.  VS_NOMEM is reported as CLAIMED with *e == NULL never:
+ * on allocation failure it returns -1 and *e is untouched. */
+int vs_rcache_lookup(struct vs_rcache *c, const uint8_t key[32], uint64_t now_ms,
+                     struct vs_rcache_entry **e);
+
+/* Claimant only: stores n values (copied), makes the entry ready, wakes the
+ * waiters and inserts it at the LRU head (evicting the tail past capacity).
+ * VS_NOMEM leaves the claim failed for waiters. */
+enum vs_status vs_rcache_fill(struct vs_rcache *c, struct vs_rcache_entry *e,
+                              const float *values, int n, uint64_t now_ms,
+                              struct vs_err *err);
+
+/* Claimant only: the computation failed with *why; the waiters get the same
+ * status and message, and the key is forgotten. */
+void vs_rcache_fail(struct vs_rcache *c, struct vs_rcache_entry *e,
+                    const struct vs_err *why);
+
+/* Waits until a PENDING entry is filled or failed, at most until the
+ * monotonic deadline (vs_now_ns() scale; 0 = no deadline).  Returns VS_OK
+ * when the values are ready, the claimant's failure, or VS_TIMEOUT. */
+enum vs_status vs_rcache_wait(struct vs_rcache *c, struct vs_rcache_entry *e,
+                              uint64_t deadline_ns, struct vs_err *err);
+
+/* Values of a ready entry (HIT, or after a successful fill/wait). */
+const float *vs_rcache_values(const struct vs_rcache_entry *e, int *n);
+
+/* Drops the caller's reference (NULL is a no-op). */
+void vs_rcache_release(struct vs_rcache *c, struct vs_rcache_entry *e);
+
+void vs_rcache_stats(struct vs_rcache *c, struct vs_rcache_stats *s);
+
+#endif
