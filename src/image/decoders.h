@@ -48,6 +48,15 @@ enum vs_status vs_decode_bmp(const uint8_t *data, size_t len,
                              const struct vs_image_limits *lim,
                              struct vs_decoded *out, struct vs_err *err);
 
+/* Pillow 9.4's verdict on the TIFF header of an EXIF block (a leading
+ * "Exif\0\0" skipped), i.e. what Image.Exif.load raises before any tag is
+ * read: VS_EXIF_NOT_TIFF (SyntaxError: no II/MM prefix),
+ * VS_EXIF_SHORT_HEADER (struct.error: a TIFF prefix but fewer than 8
+ * bytes, or a BigTIFF prefix).  An empty block is VS_EXIF_OK.  decode.c
+ * rejects an image whose EXIF exif_transpose would choke on. */
+enum vs_exif_header { VS_EXIF_OK = 0, VS_EXIF_NOT_TIFF, VS_EXIF_SHORT_HEADER };
+enum vs_exif_header vs_exif_check_header(const uint8_t *exif, size_t len);
+
 /* Orientation tag 0x0112 from IFD0 of an EXIF block (TIFF header onwards;
  * a leading "Exif\0\0" is skipped).  0 when absent or unreadable. */
 int vs_exif_orientation(const uint8_t *exif, size_t len);
