@@ -6,9 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --test
-if [ -f package-lock.json ]; then
-  ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error
-fi
+# Node packages for the client/browser tests (from the committed lock file).
+(cd tests/web && npm ci --no-audit --no-fund --loglevel=error)
 for preset in dev asan tsan; do
   echo "=== build: $preset"
   cmake --preset "$preset" >/dev/null
