@@ -10,7 +10,11 @@ pkgs=(build-essential cmake pkg-config
       libdnnl-dev libmicrohttpd-dev libjansson-dev libssl-dev zlib1g-dev
       libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev libcurl4-openssl-dev)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(libcmocka-dev python3 python3-pil python3-numpy python3-yaml prometheus nodejs npm chromium)
+  pkgs+=(libcmocka-dev python3 python3-pil python3-numpy python3-yaml prometheus chromium)
+  # Node.js + npm: whatever the machine has (a nodesource nodejs ships its
+  # own npm); Debian's only when neither is there.
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v npm >/dev/null || pkgs+=(npm)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
