@@ -1,2 +1,0 @@
-/* placeholder */
-typedef int vs_model_placeholder_t;
