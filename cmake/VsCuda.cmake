@@ -20,3 +20,20 @@ if(VS_HAVE_CUDA)
 else()
   message(STATUS "vitserve: CUDA backend OFF")
 endif()
+
+# tests/unit/test_model_cuda.c also compares with the CPU backend and goes
+# through the loader when their sources define them (they were written in
+# parallel with the CUDA backend); detected from the sources at configure.
+if(VS_HAVE_CUDA)
+  file(GLOB _vs_model_c ${CMAKE_SOURCE_DIR}/src/model/*.c)
+  foreach(_f ${_vs_model_c})
+    file(STRINGS ${_f} _hit REGEX "vs_backend_ops vs_backend_cpu *=")
+    if(_hit)
+      add_compile_definitions(VS_TEST_HAVE_CPU_BACKEND=1)
+    endif()
+    file(STRINGS ${_f} _hit REGEX "^enum vs_status vs_model_load\\(")
+    if(_hit)
+      add_compile_definitions(VS_TEST_HAVE_LOADER=1)
+    endif()
+  endforeach()
+endif()

@@ -191,18 +191,20 @@ template <class TI>
 __global__ void k_softmax(const float *S, TI *P, long long rows, int T, int ld,
                           float sqrt_dh)
 {
-    const long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
     const int lane = threadIdx.x & 31;
-    if (row >= rows) return;                 /* whole warp leaves together */
-    const float *s = S + row * ld;
-    TI *p = P + row * ld;
-    float m = -INFINITY;
-    for (int j = lane; j < T; j += 32) m = fmaxf(m, s[j] / sqrt_dh);
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    float sum = 0.f;
-    for (int j = lane; j < T; j += 32) sum += expf(s[j] / sqrt_dh - m);
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    for (int j = lane; j < T; j += 32) p[j] = to_ti<TI>(expf(s[j] / sqrt_dh - m) / sum);
+    for (long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+         row < rows; row += warps) {          /* the whole warp shares `row` */
+        const float *s = S + row * ld;
+        TI *p = P + row * ld;
+        float m = -INFINITY;
+        for (int j = lane; j < T; j += 32) m = fmaxf(m, s[j] / sqrt_dh);
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        float sum = 0.f;
+        for (int j = lane; j < T; j += 32) sum += expf(s[j] / sqrt_dh - m);
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        for (int j = lane; j < T; j += 32) p[j] = to_ti<TI>(expf(s[j] / sqrt_dh - m) / sum);
+    }
 }
 
 /* Heads back side by side.  ctx: (n*H, T, dh) fp32 -> out: (n*T, D) TI. */
@@ -288,6 +290,7 @@ struct cu_ctx {
     int n_ev;
     cublasHandle_t blas;
     cudaGraphExec_t *graph; /* [chunk + 1], by images per launch */
+    unsigned char *seen;    /* [chunk + 1]: sizes run once eagerly already */
 
     void *dmem;             /* the one device allocation */
     size_t dmem_bytes;
@@ -541,11 +544,17 @@ static enum vs_status enqueue_im2col(struct cu_ctx *c, const float *pix, int m,
     return VS_OK;
 }
 
-/* Runs the network for m images (cols already being filled on s_comp):
- * through the graph for m, capturing it first if needed. */
+/* Runs the network for m images (cols already being filled on s_comp).
+ * The first time a size is seen it runs eagerly (this loads the kernels
+ * and lets cuBLAS pick its algorithms outside any capture); the second
+ * time its graph is captured and from then on replayed. */
 static enum vs_status run_net(struct cu_ctx *c, int m, struct vs_err *err)
 {
     if (!c->use_graphs) return enqueue_net_any(c, m, err);
+    if (!c->seen[m]) {
+        c->seen[m] = 1;
+        return enqueue_net_any(c, m, err);
+    }
     if (!c->graph[m]) {
         cudaGraph_t gr = NULL;
         CU(cudaStreamBeginCapture(c->s_comp, cudaStreamCaptureModeThreadLocal),
@@ -648,6 +657,7 @@ static void cuda_destroy(void *vctx)
             if (c->graph[m]) cudaGraphExecDestroy(c->graph[m]);
         free(c->graph);
     }
+    free(c->seen);
     if (c->ev) {
         for (int i = 0; i < c->n_ev; i++) cudaEventDestroy(c->ev[i]);
         free(c->ev);
@@ -894,8 +904,9 @@ static enum vs_status cuda_create(const struct vs_vit_config *cfg,
     }
     c->layer = (struct cu_layer *)calloc((size_t)cfg->layers, sizeof *c->layer);
     c->graph = (cudaGraphExec_t *)calloc((size_t)c->chunk + 1, sizeof *c->graph);
+    c->seen = (unsigned char *)calloc((size_t)c->chunk + 1, 1);
     c->ev = (cudaEvent_t *)calloc((size_t)c->max_batch, sizeof *c->ev);
-    if (!c->layer || !c->graph || !c->ev) { st = vs_err_set(err, VS_NOMEM, "out of host memory"); goto fail; }
+    if (!c->layer || !c->graph || !c->seen || !c->ev) { st = vs_err_set(err, VS_NOMEM, "out of host memory"); goto fail; }
 
     need = layout(c, NULL);
     if ((e = cudaMemGetInfo(&free_b, &total_b)) != cudaSuccess) {
