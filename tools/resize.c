@@ -2,7 +2,7 @@
  * tests and benchmarks.
  *
  *   vs-resize FILTER SW SH DW DH < in.rgb > out.rgb
- *   vs-resize --bench N FILTER SW SH DW DH < in.rgb   (prints ms per call)
+ *   vs-resize --bench N FILTER SW SH DW DH < in.rgb   (prints min/mean ms per call)
  *
  * FILTER is Pillow's number (0 NEAREST, 1 LANCZOS, 2 BILINEAR, 3 BICUBIC,
  * 4 BOX, 5 HAMMING) or its name.  Reads exactly SW*SH*3 bytes from stdin,
@@ -74,16 +74,21 @@ int main(int argc, char **argv)
         goto done;
     }
     struct vs_err err = {0};
-    double t0 = vs_now_ms();
+    double total = 0, best = 1e300;
     for (int i = 0; i < (bench ? bench : 1); i++) {
+        double t0 = vs_now_ms();
         if (vs_image_resize(in, sw, sh, out, dw, dh, (enum vs_resample)filter, &err) != VS_OK) {
             fprintf(stderr, "vs-resize: %s\n", err.msg[0] ? err.msg : vs_status_str(err.status));
             goto done;
         }
+        double dt = vs_now_ms() - t0;
+        total += dt;
+        best = dt < best ? dt : best;
     }
     if (bench) {
-        printf("%dx%d -> %dx%d filter %d: %.3f ms per call (%d calls)\n", sw, sh, dw, dh,
-               filter, (vs_now_ms() - t0) / bench, bench);
+        /* the minimum is the figure to quote on a shared machine */
+        printf("%dx%d -> %dx%d filter %d: min %.3f ms, mean %.3f ms (%d calls)\n", sw, sh,
+               dw, dh, filter, best, total / bench, bench);
     } else if (fwrite(out, 1, out_len, stdout) != out_len || fflush(stdout) != 0) {
         fprintf(stderr, "vs-resize: write to stdout failed\n");
         goto done;

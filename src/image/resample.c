@@ -324,6 +324,48 @@ static void transpose8(const uint8_t *src, size_t stride, size_t cols, uint8_t *
         for (int i = 0; i < 8; i++) t[j * 8 + i] = src[i * stride + j];
 }
 
+/* transpose8 with 32-byte rows: the same three unpack stages act on both
+ * 128-bit halves at once (columns j..j+15 low, j+16..j+31 high). */
+__attribute__((target("avx2")))
+static void transpose8_avx2(const uint8_t *src, size_t stride, size_t cols, uint8_t *t)
+{
+    size_t j = 0;
+    for (; j + 32 <= cols; j += 32) {
+        const uint8_t *s = src + j;
+        __m256i r0 = _mm256_loadu_si256((const __m256i *)(const void *)(s));
+        __m256i r1 = _mm256_loadu_si256((const __m256i *)(const void *)(s + stride));
+        __m256i r2 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 2 * stride));
+        __m256i r3 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 3 * stride));
+        __m256i r4 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 4 * stride));
+        __m256i r5 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 5 * stride));
+        __m256i r6 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 6 * stride));
+        __m256i r7 = _mm256_loadu_si256((const __m256i *)(const void *)(s + 7 * stride));
+        /* byte pairs of rows (0,1) (2,3) (4,5) (6,7) */
+        __m256i a0 = _mm256_unpacklo_epi8(r0, r1), a1 = _mm256_unpackhi_epi8(r0, r1);
+        __m256i a2 = _mm256_unpacklo_epi8(r2, r3), a3 = _mm256_unpackhi_epi8(r2, r3);
+        __m256i a4 = _mm256_unpacklo_epi8(r4, r5), a5 = _mm256_unpackhi_epi8(r4, r5);
+        __m256i a6 = _mm256_unpacklo_epi8(r6, r7), a7 = _mm256_unpackhi_epi8(r6, r7);
+        /* 4-row groups, 4 columns each (per half) */
+        __m256i b0 = _mm256_unpacklo_epi16(a0, a2), b1 = _mm256_unpackhi_epi16(a0, a2);
+        __m256i b2 = _mm256_unpacklo_epi16(a1, a3), b3 = _mm256_unpackhi_epi16(a1, a3);
+        __m256i b4 = _mm256_unpacklo_epi16(a4, a6), b5 = _mm256_unpackhi_epi16(a4, a6);
+        __m256i b6 = _mm256_unpacklo_epi16(a5, a7), b7 = _mm256_unpackhi_epi16(a5, a7);
+        /* 8 rows x 2 columns per half, in column order */
+        __m256i c[8] = {
+            _mm256_unpacklo_epi32(b0, b4), _mm256_unpackhi_epi32(b0, b4),
+            _mm256_unpacklo_epi32(b1, b5), _mm256_unpackhi_epi32(b1, b5),
+            _mm256_unpacklo_epi32(b2, b6), _mm256_unpackhi_epi32(b2, b6),
+            _mm256_unpacklo_epi32(b3, b7), _mm256_unpackhi_epi32(b3, b7),
+        };
+        uint8_t *lo = t + j * 8, *hi = t + (j + 16) * 8;
+        for (int i = 0; i < 8; i++) {
+            _mm_storeu_si128((__m128i *)(void *)(lo + 16 * i), _mm256_castsi256_si128(c[i]));
+            _mm_storeu_si128((__m128i *)(void *)(hi + 16 * i), _mm256_extracti128_si256(c[i], 1));
+        }
+    }
+    transpose8(src + j, stride, cols - j, t + j * 8);
+}
+
 /* Lane-wise clip8 of 8 sums: (int32)acc >> 22, clamped to 0..255. */
 __attribute__((target("avx2"))) static inline v8b clip8x8(v8u acc)
 {
@@ -349,7 +391,7 @@ static void pass_horizontal_avx2(const uint8_t *src, int sw, int row0, int rows,
     const size_t srow = (size_t)sw * 3, drow = (size_t)dw * 3;
     int r = 0;
     for (; r + 8 <= rows; r += 8) {
-        transpose8(src + (size_t)(row0 + r) * srow, srow, srow, t);   /* t: (sw*3, 8) */
+        transpose8_avx2(src + (size_t)(row0 + r) * srow, srow, srow, t); /* t: (sw*3, 8) */
         uint8_t *out = dst + (size_t)r * drow;                        /* (8, dw, 3) */
         for (int o = 0; o < dw; o++) {
             const int32_t *k = ax->k + (size_t)o * ax->stride;        /* (n) */
