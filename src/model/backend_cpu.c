@@ -1,0 +1,933 @@
+/* backend_cpu.c: the ViT forward pass on the CPU — oneDNN matmul primitives
+ * for every GEMM (with bias, activation and residual fused as post-ops) and
+ * our own vectorised loops for LayerNorm and softmax (cpu_kernels.c).
+ *
+ * The pass, for n images (M = n*T rows, D hidden, H heads, dh = D/H,
+ * F = mlp, G = grid_h*grid_w patches, K0 = C*P*P):
+ *
+ *   col  = im2col(pixels)                 (n, G, K0)  patch rows, c-major
+ *   x    = [cls; 0..] + pos               (n, T, D)   then, fused:
+ *   x[:,1:] += col @ patch_w^T + patch_b  (sum post-op)
+ *   per layer:
+ *     xn  = LN1(x)                        (M, D)
+ *     qkv = xn @ [q_w;k_w;v_w]^T + b      (M, 3D)   three GEMMs, one buffer
+ *     S   = Q K^T / sqrt(dh)              (n, H, T, T) batched, strided views
+ *     S   = softmax(S) over the last axis
+ *     a   = S V                           (n, T, H, dh) = (M, D) heads concat
+ *     x  += a @ o_w^T + o_b               (sum post-op: the residual)
+ *     xn  = LN2(x)
+ *     f   = act(xn @ fc1_w^T + fc1_b)     (M, F)   eltwise post-op
+ *     x  += f @ fc2_w^T + fc2_b           (sum post-op)
+ *   c      = LNf(x[:, 0])                 (n, D)   token 0 only
+ *   logits = c @ head_w^T + head_b        (n, labels)
+ *
+ * GEMM layouts: activations are row-major (ld = row length).  A Linear
+ * weight W (out, in) row-major is used in place as the matmul B operand
+ * (K = in, N = out) with strides {1, K} (oneDNN tag "ba"): no second copy of
+ * the fp32 weights, which the loader memory-maps.  Q, K and V are read out
+ * of the qkv buffer through strided 4-D descriptors, so attention needs no
+ * transposes or copies.
+ *
+ * int8 (opt-in): each encoder Linear's weight is quantized at create() per
+ * output channel (symmetric s8, scale sw[o] = max|row| / qmax); activations
+ * are quantized per token right before each of those GEMMs (asymmetric u8:
+ * x ~ (q - zp[m]) * sa[m]).  oneDNN u8s8 -> f32 applies sw as per-column
+ * output scales; one pass of ours then applies the per-token part,
+ *   y[m,o] = (acc[m,o] - zp[m] * cs[o]) * sa[m] + b[o],  cs[o] = sw[o] sum_k q[o,k],
+ * writing Q/K/V in place, adding into the residual x, or (fc1) before a
+ * oneDNN eltwise pass for the activation.  (oneDNN 2.6's gemm:jit int8
+ * matmul takes per-column scales and post-ops but not a per-row scale; with
+ * one it falls back to its reference kernel, 50x slower.  u8 rather than s8
+ * activations: s8 sources cost oneDNN a compensation pass, ~35% slower.)
+ * Patch embedding, attention (QK^T, softmax, SV) and the classifier stay
+ * fp32.  Without VNNI, u8*s8 pair products go through 16-bit saturating
+ * adds (vpmaddubsw), so weights are limited to 7 bits (qmax 63) there:
+ * 2 * 255 * 63 < 32767 keeps them exact.
+ *
+ * Primitives depend only on n (every layer has the same shapes), so a plan
+ * (about 8 primitives) is built per batch size on first use and cached:
+ * create() builds nothing, keeping start-up fast.
+ *
+ * Threads: create/destroy from one thread; forward() from one thread at a
+ * time (the batcher).  forward() sets the OpenMP thread count of the
+ * calling thread to opts->threads (0 = all cores); oneDNN and our loops
+ * share that libgomp pool.
+ */
+#include "backend.h"
+#include "cpu_backend.h"
+#include "cpu_kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#define MM_MAX_ARGS 8
+
+/* One matmul primitive with its argument memories (handles set per call). */
+struct mm {
+    dnnl_primitive_t prim;
+    int nargs;
+    dnnl_exec_arg_t args[MM_MAX_ARGS];
+    char impl[32];
+};
+
+/* The primitives for one batch size n. */
+struct plan {
+    bool ready;
+    struct mm patch;   /* (n,G,K0) x (K0,D) + b, sum into x[:,1:] */
+    struct mm qkv;     /* (M,D) x (D,D) + b -> ld 3D (run 3x) */
+    struct mm score;   /* (n,H,T,dh) x (n,H,dh,T) * 1/sqrt(dh) -> (n,H,T,T) */
+    struct mm pv;      /* (n,H,T,T) x (n,H,T,dh) -> (n,T,H,dh) */
+    struct mm oproj;   /* (M,D) x (D,D) + b, sum */
+    struct mm fc1;     /* (M,D) x (D,F) + b, act */
+    struct mm fc2;     /* (M,F) x (F,D) + b, sum */
+    struct mm head;    /* (n,D) x (D,labels) + b */
+    struct mm act;     /* int8 only: eltwise activation in place on f (M,F) */
+};
+
+/* int8 copy of one Linear: q (out, in) row-major s8, per-row scale (out),
+ * cs (out) = scale * sum of the row's q (for the activations' zero point). */
+struct q8 {
+    int8_t *q;
+    float *scale;
+    float *cs;
+};
+struct q8_layer {
+    struct q8 q, k, v, o, fc1, fc2;
+};
+
+struct cpu_ctx {
+    struct vs_vit_config cfg;
+    struct vs_vit_weights w;        /* shallow copy; arrays are the caller's */
+    int threads, max_batch;
+    enum vs_precision prec;
+    const struct vs_cpu_kernels *k;
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+
+    /* scratch for max_batch images (pages touched only as n requires) */
+    float *x;       /* (n, T, D) residual stream */
+    float *xn;      /* (n, T, D) LayerNorm output, then attention output */
+    float *qkv;     /* (n, T, 3D) */
+    float *S;       /* (n, H, T, T) attention probabilities */
+    float *f;       /* (n, T, F) MLP hidden */
+    float *col;     /* (n, G, K0) im2col of the pixels */
+    float *c;       /* (n, D) final LayerNorm of token 0 */
+    float *zeros;   /* (max(D, F, labels)) stands in for a NULL bias */
+    uint8_t *aq;    /* int8: (n*T, max(D,F)) quantized activations */
+    float *as;      /* int8: (n*T) their per-token scales */
+    float *azp;     /* int8: (n*T) their zero points */
+    float *acc;     /* int8: (n*T, D) GEMM output before dequantization */
+
+    struct plan *plans;             /* [max_batch + 1], by n */
+    struct q8_layer *q8;            /* [L] when INT8 */
+    int8_t *q8_mem;
+    float *q8_scales;
+    int wqmax;
+
+    struct vs_cpu_stats st;
+    char device[192];
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static enum vs_status dnnl_fail(struct vs_err *err, dnnl_status_t s,
+                                const char *what)
+{
+    return vs_err_set(err, VS_BACKEND, "cpu backend: oneDNN %s failed: %s",
+                      what, dnnl_status2str(s));
+}
+
+static void *alloc_floats(size_t count, size_t elem, size_t *total)
+{
+    size_t bytes;
+    if (!vs_mul_size(count, elem, &bytes)) return NULL;
+    bytes = (bytes + 63) / 64 * 64;
+    if (bytes == 0) bytes = 64;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    *total += bytes;
+    return p;
+}
+
+/* Row-major (rows, cols) with leading dimension ld. */
+static void md_rows(dnnl_memory_desc_t *md, int64_t rows, int64_t cols,
+                    int64_t ld, dnnl_data_type_t dt)
+{
+    dnnl_dims_t dims = {rows, cols}, str = {ld, 1};
+    dnnl_memory_desc_init_by_strides(md, 2, dims, dt, str);
+}
+
+/* A Linear weight (N=out, K=in) row-major, seen as B (K, N): tag "ba". */
+static void md_linear_w(dnnl_memory_desc_t *md, int64_t K, int64_t N,
+                        dnnl_data_type_t dt)
+{
+    dnnl_dims_t dims = {K, N}, str = {1, K};
+    dnnl_memory_desc_init_by_strides(md, 2, dims, dt, str);
+}
+
+static void md_nd(dnnl_memory_desc_t *md, int nd, const int64_t *dims,
+                  const int64_t *str)
+{
+    dnnl_dims_t d, s;
+    for (int i = 0; i < nd; i++) {
+        d[i] = dims[i];
+        s[i] = str[i];
+    }
+    dnnl_memory_desc_init_by_strides(md, nd, d, dnnl_f32, s);
+}
+
+/* Creates a matmul and the memories of its arguments: SRC, WEIGHTS, [BIAS],
+ * DST, then nextra extra arguments (ids + descriptors), in that order —
+ * mm_run() takes the data pointers in the same order. */
+static enum vs_status mm_create(struct cpu_ctx *c, struct mm *mm,
+                                const char *name,
+                                const dnnl_memory_desc_t *a,
+                                const dnnl_memory_desc_t *b,
+                                const dnnl_memory_desc_t *bias,
+                                const dnnl_memory_desc_t *d,
+                                const_dnnl_primitive_attr_t attr,
+                                int nextra, const int *extra_id,
+                                const dnnl_memory_desc_t *extra_md,
+                                struct vs_err *err)
+{
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t s = dnnl_matmul_desc_init(&desc, a, b, bias, d);
+    if (s == dnnl_success)
+        s = dnnl_primitive_desc_create(&pd, &desc, attr, c->eng, NULL);
+    if (s != dnnl_success) {
+        char what[64];
+        snprintf(what, sizeof what, "matmul '%s' creation", name);
+        return dnnl_fail(err, s, what);
+    }
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    snprintf(mm->impl, sizeof mm->impl, "%s", impl ? impl : "?");
+    s = dnnl_primitive_create(&mm->prim, pd);
+    dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) {
+        mm->prim = NULL;
+        return dnnl_fail(err, s, "matmul primitive creation");
+    }
+
+    const dnnl_memory_desc_t *mds[MM_MAX_ARGS];
+    int ids[MM_MAX_ARGS], k = 0;
+    ids[k] = DNNL_ARG_SRC;     mds[k++] = a;
+    ids[k] = DNNL_ARG_WEIGHTS; mds[k++] = b;
+    if (bias) { ids[k] = DNNL_ARG_BIAS; mds[k++] = bias; }
+    ids[k] = DNNL_ARG_DST;     mds[k++] = d;
+    VS_ASSERT(k + nextra <= MM_MAX_ARGS);
+    for (int i = 0; i < nextra; i++) {
+        ids[k] = extra_id[i];
+        mds[k++] = &extra_md[i];
+    }
+    for (int i = 0; i < k; i++) {
+        mm->args[i].arg = ids[i];
+        s = dnnl_memory_create(&mm->args[i].memory, mds[i], c->eng, DNNL_MEMORY_NONE);
+        if (s != dnnl_success) {
+            mm->args[i].memory = NULL;
+            mm->nargs = i;
+            return dnnl_fail(err, s, "memory creation");
+        }
+        mm->nargs = i + 1;
+    }
+    return VS_OK;
+}
+
+static void mm_destroy(struct mm *mm)
+{
+    for (int i = 0; i < mm->nargs; i++) dnnl_memory_destroy(mm->args[i].memory);
+    if (mm->prim) dnnl_primitive_destroy(mm->prim);
+    memset(mm, 0, sizeof *mm);
+}
+
+/* Runs mm on the given pointers (same order as mm_create's arguments). */
+static enum vs_status mm_run(struct cpu_ctx *c, struct mm *mm,
+                             void *const *ptr, struct vs_err *err)
+{
+    for (int i = 0; i < mm->nargs; i++)
+        dnnl_memory_set_data_handle(mm->args[i].memory, ptr[i]);
+    const uint64_t t0 = vs_now_ns();
+    dnnl_status_t s = dnnl_primitive_execute(mm->prim, c->strm, mm->nargs, mm->args);
+    c->st.gemm_ns += vs_now_ns() - t0;
+    if (s != dnnl_success) return dnnl_fail(err, s, "matmul execution");
+    return VS_OK;
+}
+
+static const float *bias_or_zeros(const struct cpu_ctx *c, const float *b)
+{
+    return b ? b : c->zeros;
+}
+
+/* ---- plan: the primitives of one batch size --------------------------- */
+
+static enum vs_status act_alg(enum vs_act act, dnnl_alg_kind_t *alg, float *alpha)
+{
+    *alpha = 0.0f;
+    switch (act) {
+    case VS_ACT_GELU:       *alg = dnnl_eltwise_gelu_erf; return VS_OK;
+    case VS_ACT_GELU_TANH:  /* same formula as GELU_FAST: */
+    case VS_ACT_GELU_FAST:  *alg = dnnl_eltwise_gelu_tanh; return VS_OK;
+    case VS_ACT_RELU:       *alg = dnnl_eltwise_relu; return VS_OK;
+    case VS_ACT_QUICK_GELU: *alg = dnnl_eltwise_swish; *alpha = 1.702f; return VS_OK;
+    case VS_ACT_SILU:       *alg = dnnl_eltwise_swish; *alpha = 1.0f; return VS_OK;
+    }
+    return VS_UNSUPPORTED;
+}
+
+/* attr: per-column runtime output scales (int8) or one static output scale
+ * (oscale != 1), then post-ops: optional eltwise, then optional sum. */
+static enum vs_status make_attr(dnnl_primitive_attr_t *out, bool int8, int64_t M,
+                                int64_t N, bool eltwise, dnnl_alg_kind_t alg,
+                                float alpha, bool sum, float oscale,
+                                struct vs_err *err)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_status_t s = dnnl_primitive_attr_create(&attr);
+    if (s == dnnl_success) s = dnnl_post_ops_create(&po);
+    if (s == dnnl_success && int8) {
+        const float rt = DNNL_RUNTIME_F32_VAL;
+        s = dnnl_primitive_attr_set_output_scales(attr, 1, 1 << 1, &rt);
+    } else if (s == dnnl_success && oscale != 1.0f) {
+        s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &oscale);
+    }
+    if (s == dnnl_success && eltwise) s = dnnl_post_ops_append_eltwise(po, 1.0f, alg, alpha, 0.0f);
+    if (s == dnnl_success && sum) s = dnnl_post_ops_append_sum(po, 1.0f);
+    if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, po);
+    if (po) dnnl_post_ops_destroy(po);
+    if (s != dnnl_success) {
+        if (attr) dnnl_primitive_attr_destroy(attr);
+        return dnnl_fail(err, s, "primitive attributes");
+    }
+    *out = attr;
+    return VS_OK;
+}
+
+/* One encoder Linear (M, K) x (K, N) -> dst with leading dimension ldd. */
+static enum vs_status linear_create(struct cpu_ctx *c, struct mm *mm,
+                                    const char *name, int64_t M, int64_t K,
+                                    int64_t N, int64_t ldd, bool eltwise,
+                                    bool sum, struct vs_err *err)
+{
+    const bool int8 = c->prec == VS_PRECISION_INT8;
+    dnnl_alg_kind_t alg = dnnl_eltwise_relu;
+    float alpha = 0.0f;
+    if (eltwise && act_alg(c->cfg.act, &alg, &alpha) != VS_OK)
+        return vs_err_set(err, VS_UNSUPPORTED, "cpu backend: activation %d unknown",
+                          (int)c->cfg.act);
+    dnnl_primitive_attr_t attr;
+    /* int8: only the per-column weight scales here, the rest is ours */
+    enum vs_status st = make_attr(&attr, int8, M, N, eltwise && !int8, alg, alpha,
+                                  sum && !int8, 1.0f, err);
+    if (st != VS_OK) return st;
+    dnnl_memory_desc_t a, b, bias, d;
+    md_rows(&a, M, K, K, int8 ? dnnl_u8 : dnnl_f32);
+    md_linear_w(&b, K, N, int8 ? dnnl_s8 : dnnl_f32);
+    md_rows(&bias, 1, N, N, dnnl_f32);
+    md_rows(&d, M, N, ldd, dnnl_f32);
+    if (int8) {
+        const int ids[1] = {DNNL_ARG_ATTR_OUTPUT_SCALES};
+        dnnl_memory_desc_t mds[1];
+        dnnl_dims_t nd = {N};
+        dnnl_memory_desc_init_by_tag(&mds[0], 1, nd, dnnl_f32, dnnl_a);
+        st = mm_create(c, mm, name, &a, &b, NULL, &d, attr, 1, ids, mds, err);
+    } else {
+        st = mm_create(c, mm, name, &a, &b, &bias, &d, attr, 0, NULL, NULL, err);
+    }
+    dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
+static void plan_destroy(struct plan *p)
+{
+    mm_destroy(&p->patch);
+    mm_destroy(&p->qkv);
+    mm_destroy(&p->score);
+    mm_destroy(&p->pv);
+    mm_destroy(&p->oproj);
+    mm_destroy(&p->fc1);
+    mm_destroy(&p->fc2);
+    mm_destroy(&p->head);
+    mm_destroy(&p->act);
+    p->ready = false;
+}
+
+static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
+{
+    const struct vs_vit_config *g = &c->cfg;
+    struct plan *p = &c->plans[n];
+    const int64_t T = g->tokens, D = g->hidden, H = g->heads, dh = D / H;
+    const int64_t F = g->mlp, G = (int64_t)g->grid_h * g->grid_w;
+    const int64_t K0 = (int64_t)g->channels * g->patch * g->patch;
+    const int64_t M = n * T, L = g->labels;
+    enum vs_status st;
+    dnnl_primitive_attr_t attr;
+    dnnl_memory_desc_t a, b, bias, d;
+
+    /* patch: col (n, G, K0) x patch_w^T broadcast (1, K0, D) + b, summed
+     * into x viewed as (n, G, D) with strides (T*D, D, 1) at x + D. */
+    st = make_attr(&attr, false, 0, 0, false, dnnl_eltwise_relu, 0, true, 1.0f, err);
+    if (st != VS_OK) goto fail;
+    {
+        const int64_t ad[3] = {n, G, K0}, as[3] = {G * K0, K0, 1};
+        const int64_t bd[3] = {1, K0, D}, bs[3] = {K0 * D, 1, K0};
+        const int64_t cd[3] = {1, 1, D}, cs[3] = {D, D, 1};
+        const int64_t dd[3] = {n, G, D}, ds[3] = {T * D, D, 1};
+        md_nd(&a, 3, ad, as);
+        md_nd(&b, 3, bd, bs);
+        md_nd(&bias, 3, cd, cs);
+        md_nd(&d, 3, dd, ds);
+    }
+    st = mm_create(c, &p->patch, "patch", &a, &b, &bias, &d, attr, 0, NULL, NULL, err);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != VS_OK) goto fail;
+
+    /* encoder Linears */
+    if ((st = linear_create(c, &p->qkv, "qkv", M, D, D, 3 * D, false, false, err)) != VS_OK ||
+        (st = linear_create(c, &p->oproj, "o_proj", M, D, D, D, false, true, err)) != VS_OK ||
+        (st = linear_create(c, &p->fc1, "fc1", M, D, F, F, true, false, err)) != VS_OK ||
+        (st = linear_create(c, &p->fc2, "fc2", M, F, D, D, false, true, err)) != VS_OK)
+        goto fail;
+
+    /* scores: Q (n,H,T,dh) = qkv[b, t, h*dh + e] -> strides (3DT, dh, 3D, 1);
+     * K^T (n,H,dh,T) = qkv[b, t, D + h*dh + e] -> strides (3DT, dh, 1, 3D)
+     * (the pointer passed is qkv + D); S (n,H,T,T) dense. */
+    st = make_attr(&attr, false, 0, 0, false, dnnl_eltwise_relu, 0, false,
+                   (float)(1.0 / sqrt((double)dh)), err);
+    if (st != VS_OK) goto fail;
+    {
+        const int64_t qd[4] = {n, H, T, dh}, qs[4] = {3 * D * T, dh, 3 * D, 1};
+        const int64_t kd[4] = {n, H, dh, T}, ks[4] = {3 * D * T, dh, 1, 3 * D};
+        const int64_t sd[4] = {n, H, T, T}, ss[4] = {H * T * T, T * T, T, 1};
+        md_nd(&a, 4, qd, qs);
+        md_nd(&b, 4, kd, ks);
+        md_nd(&d, 4, sd, ss);
+    }
+    st = mm_create(c, &p->score, "scores", &a, &b, NULL, &d, attr, 0, NULL, NULL, err);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != VS_OK) goto fail;
+
+    /* context: S (n,H,T,T) x V (n,H,T,dh) (qkv + 2D, strides (3DT, dh, 3D, 1))
+     * -> out (n,H,T,dh) stored as (n,T,H,dh): strides (TD, dh, D, 1). */
+    {
+        const int64_t sd[4] = {n, H, T, T}, ss[4] = {H * T * T, T * T, T, 1};
+        const int64_t vd[4] = {n, H, T, dh}, vs[4] = {3 * D * T, dh, 3 * D, 1};
+        const int64_t od[4] = {n, H, T, dh}, os[4] = {T * D, dh, D, 1};
+        md_nd(&a, 4, sd, ss);
+        md_nd(&b, 4, vd, vs);
+        md_nd(&d, 4, od, os);
+    }
+    st = mm_create(c, &p->pv, "attn_v", &a, &b, NULL, &d, NULL, 0, NULL, NULL, err);
+    if (st != VS_OK) goto fail;
+
+    /* head: c (n, D) x head_w^T (D, L) + b */
+    md_rows(&a, n, D, D, dnnl_f32);
+    md_linear_w(&b, D, L, dnnl_f32);
+    md_rows(&bias, 1, L, L, dnnl_f32);
+    md_rows(&d, n, L, L, dnnl_f32);
+    st = mm_create(c, &p->head, "classifier", &a, &b, &bias, &d, NULL, 0, NULL, NULL, err);
+    if (st != VS_OK) goto fail;
+
+    if (c->prec == VS_PRECISION_INT8) {
+        /* the activation of fc1 as its own pass over f (M, F), in place */
+        dnnl_alg_kind_t alg;
+        float alpha;
+        if (act_alg(g->act, &alg, &alpha) != VS_OK) {
+            st = vs_err_set(err, VS_UNSUPPORTED, "cpu backend: activation %d unknown",
+                            (int)g->act);
+            goto fail;
+        }
+        md_rows(&a, M, F, F, dnnl_f32);
+        dnnl_eltwise_desc_t ed;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_status_t s = dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference, alg,
+                                                         &a, alpha, 0.0f);
+        if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &ed, NULL, c->eng, NULL);
+        if (s == dnnl_success) {
+            s = dnnl_primitive_create(&p->act.prim, pd);
+            dnnl_primitive_desc_destroy(pd);
+        }
+        for (int i = 0; s == dnnl_success && i < 2; i++) {
+            p->act.args[i].arg = i == 0 ? DNNL_ARG_SRC : DNNL_ARG_DST;
+            s = dnnl_memory_create(&p->act.args[i].memory, &a, c->eng, DNNL_MEMORY_NONE);
+            if (s == dnnl_success) p->act.nargs = i + 1;
+        }
+        if (s != dnnl_success) {
+            st = dnnl_fail(err, s, "eltwise (activation) creation");
+            goto fail;
+        }
+    }
+
+    snprintf(c->st.impl, sizeof c->st.impl,
+             "patch=%s qkv=%s scores=%s attn_v=%s o=%s fc1=%s fc2=%s head=%s",
+             p->patch.impl, p->qkv.impl, p->score.impl, p->pv.impl,
+             p->oproj.impl, p->fc1.impl, p->fc2.impl, p->head.impl);
+    p->ready = true;
+    return VS_OK;
+fail:
+    plan_destroy(p);
+    vs_err_prefix(err, "batch size %d", n);
+    return st;
+}
+
+/* ---- int8 weights ----------------------------------------------------- */
+
+/* w (rows, cols) fp32 -> q (rows, cols) s8 and scale (rows); symmetric,
+ * scale = max|row| / qmax so that q = round(w / scale) spans [-qmax, qmax]. */
+static void quantize_weight(const struct vs_cpu_kernels *k, const float *w,
+                            int rows, int cols, int qmax, struct q8 *out)
+{
+    #pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        int8_t *qr = out->q + (size_t)r * cols;
+        out->scale[r] = k->quantize_row(qr, w + (size_t)r * cols, cols, qmax);
+        int64_t sum = 0;
+        for (int i = 0; i < cols; i++) sum += qr[i];
+        out->cs[r] = out->scale[r] * (float)sum;
+    }
+}
+
+static enum vs_status q8_build(struct cpu_ctx *c, size_t *bytes, struct vs_err *err)
+{
+    const struct vs_vit_config *g = &c->cfg;
+    const size_t D = (size_t)g->hidden, F = (size_t)g->mlp, L = (size_t)g->layers;
+    const size_t per_layer = 4 * D * D + 2 * D * F;       /* s8 weights */
+    const size_t per_layer_s = 2 * (4 * D + F + D);       /* scales, cs */
+    size_t qbytes, sbytes;
+    if (!vs_mul_size(per_layer, L, &qbytes) || !vs_mul_size(per_layer_s, L, &sbytes))
+        return vs_err_set(err, VS_TOO_LARGE, "cpu backend: int8 weights size overflows");
+    c->q8 = calloc(L, sizeof *c->q8);
+    c->q8_mem = alloc_floats(qbytes, 1, bytes);
+    c->q8_scales = alloc_floats(sbytes, sizeof(float), bytes);
+    if (!c->q8 || !c->q8_mem || !c->q8_scales)
+        return vs_err_set(err, VS_NOMEM, "cpu backend: cannot allocate %zu bytes of int8 weights",
+                          qbytes + sbytes * sizeof(float));
+    int8_t *q = c->q8_mem;
+    float *s = c->q8_scales;
+    const int qm = c->wqmax;
+    for (size_t l = 0; l < L; l++) {
+        const struct vs_vit_layer *ly = &c->w.layer[l];
+        struct q8_layer *o = &c->q8[l];
+        struct q8 *dst[6] = {&o->q, &o->k, &o->v, &o->o, &o->fc1, &o->fc2};
+        const float *src[6] = {ly->q_w, ly->k_w, ly->v_w, ly->o_w, ly->fc1_w, ly->fc2_w};
+        const size_t rows[6] = {D, D, D, D, F, D}, cols[6] = {D, D, D, D, D, F};
+        for (int i = 0; i < 6; i++) {
+            dst[i]->q = q;
+            dst[i]->scale = s;
+            dst[i]->cs = s + rows[i];
+            quantize_weight(c->k, src[i], (int)rows[i], (int)cols[i], qm, dst[i]);
+            q += rows[i] * cols[i];
+            s += 2 * rows[i];
+        }
+    }
+    return VS_OK;
+}
+
+/* ---- create / destroy ------------------------------------------------- */
+
+static void cpu_destroy(void *vctx)
+{
+    struct cpu_ctx *c = vctx;
+    if (!c) return;
+    if (c->plans) {
+        for (int n = 0; n <= c->max_batch; n++) plan_destroy(&c->plans[n]);
+        free(c->plans);
+    }
+    if (c->strm) dnnl_stream_destroy(c->strm);
+    if (c->eng) dnnl_engine_destroy(c->eng);
+    free(c->x);
+    free(c->xn);
+    free(c->qkv);
+    free(c->S);
+    free(c->f);
+    free(c->col);
+    free(c->c);
+    free(c->zeros);
+    free(c->aq);
+    free(c->as);
+    free(c->azp);
+    free(c->acc);
+    free(c->q8);
+    free(c->q8_mem);
+    free(c->q8_scales);
+    free(c);
+}
+
+static const char *isa_name(dnnl_cpu_isa_t isa)
+{
+    switch (isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+
+static void read_cpu_name(char *out, size_t size)
+{
+    snprintf(out, size, "CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            const char *v = strchr(line, ':');
+            if (v) {
+                v++;
+                while (*v == ' ' || *v == '\t') v++;
+                size_t len = strcspn(v, "\n");
+                snprintf(out, size, "%.*s", (int)len, v);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static enum vs_status check_config(const struct vs_vit_config *g, struct vs_err *err)
+{
+    if (g->channels < 1 || g->patch < 1 || g->grid_h < 1 || g->grid_w < 1 ||
+        g->hidden < 1 || g->heads < 1 || g->mlp < 1 || g->layers < 0 ||
+        g->labels < 1 || !(g->ln_eps > 0.0f))
+        return vs_err_set(err, VS_BAD_INPUT, "cpu backend: config has a non-positive size "
+                          "(channels %d patch %d grid %dx%d hidden %d heads %d mlp %d "
+                          "layers %d labels %d eps %g)", g->channels, g->patch,
+                          g->grid_h, g->grid_w, g->hidden, g->heads, g->mlp,
+                          g->layers, g->labels, (double)g->ln_eps);
+    if (g->hidden % g->heads != 0)
+        return vs_err_set(err, VS_BAD_INPUT, "cpu backend: hidden %d not divisible by heads %d",
+                          g->hidden, g->heads);
+    if (g->tokens != g->grid_h * g->grid_w + 1 || g->image_h != g->grid_h * g->patch ||
+        g->image_w != g->grid_w * g->patch)
+        return vs_err_set(err, VS_BAD_INPUT, "cpu backend: inconsistent geometry (image %dx%d, "
+                          "patch %d, grid %dx%d, tokens %d)", g->image_h, g->image_w,
+                          g->patch, g->grid_h, g->grid_w, g->tokens);
+    return VS_OK;
+}
+
+static enum vs_status cpu_create(const struct vs_vit_config *cfg,
+                                 const struct vs_vit_weights *w,
+                                 const struct vs_backend_opts *opts,
+                                 void **out, struct vs_err *err)
+{
+    enum vs_status st = check_config(cfg, err);
+    if (st != VS_OK) return st;
+    if (opts->precision != VS_PRECISION_FP32 && opts->precision != VS_PRECISION_INT8)
+        return vs_err_set(err, VS_UNSUPPORTED, "cpu backend: precision %s is not supported "
+                          "on the CPU (use fp32, or int8 for the quantized path)",
+                          opts->precision == VS_PRECISION_FP16 ? "fp16" :
+                          opts->precision == VS_PRECISION_BF16 ? "bf16" : "(unknown)");
+    if (opts->max_batch < 1 || opts->max_batch > 4096)
+        return vs_err_set(err, VS_BAD_INPUT, "cpu backend: max_batch %d out of range 1..4096",
+                          opts->max_batch);
+    if (opts->threads < 0)
+        return vs_err_set(err, VS_BAD_INPUT, "cpu backend: threads %d < 0", opts->threads);
+
+    struct cpu_ctx *c = calloc(1, sizeof *c);
+    if (!c) return vs_err_set(err, VS_NOMEM, "cpu backend: out of memory");
+    c->cfg = *cfg;
+    c->w = *w;
+    c->prec = opts->precision;
+    c->max_batch = opts->max_batch;
+    c->threads = opts->threads > 0 ? opts->threads : omp_get_num_procs();
+    c->k = vs_model_cpu_kernels();
+
+    dnnl_status_t ds = dnnl_engine_create(&c->eng, dnnl_cpu, 0);
+    if (ds == dnnl_success) ds = dnnl_stream_create(&c->strm, c->eng, dnnl_stream_default_flags);
+    if (ds != dnnl_success) {
+        st = dnnl_fail(err, ds, "engine/stream creation");
+        cpu_destroy(c);
+        return st;
+    }
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    const bool vnni = isa == dnnl_cpu_isa_avx2_vnni || isa == dnnl_cpu_isa_avx512_core_vnni ||
+                      isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+    c->wqmax = vnni ? 127 : 63;
+
+    /* scratch for max_batch images */
+    const size_t nb = (size_t)c->max_batch, T = (size_t)cfg->tokens, D = (size_t)cfg->hidden;
+    const size_t H = (size_t)cfg->heads, F = (size_t)cfg->mlp;
+    const size_t G = (size_t)cfg->grid_h * cfg->grid_w;
+    const size_t K0 = (size_t)cfg->channels * cfg->patch * cfg->patch;
+    const size_t M = nb * T, Z = VS_MAX(VS_MAX(D, F), (size_t)cfg->labels);
+    size_t bytes = 0, tt;
+    bool ok = vs_mul_size(M, T, &tt) && vs_mul_size(tt, H, &tt);
+    if (ok) {
+        c->x = alloc_floats(M * D, sizeof(float), &bytes);
+        c->xn = alloc_floats(M * D, sizeof(float), &bytes);
+        c->qkv = alloc_floats(M * 3 * D, sizeof(float), &bytes);
+        c->S = alloc_floats(tt, sizeof(float), &bytes);
+        c->f = alloc_floats(M * F, sizeof(float), &bytes);
+        c->col = alloc_floats(nb * G * K0, sizeof(float), &bytes);
+        c->c = alloc_floats(nb * D, sizeof(float), &bytes);
+        c->zeros = calloc(Z, sizeof(float));
+        c->plans = calloc(nb + 1, sizeof *c->plans);
+        if (c->prec == VS_PRECISION_INT8) {
+            c->aq = alloc_floats(M * VS_MAX(D, F), 1, &bytes);
+            c->as = alloc_floats(M, sizeof(float), &bytes);
+            c->azp = alloc_floats(M, sizeof(float), &bytes);
+            c->acc = alloc_floats(M * D, sizeof(float), &bytes);
+        }
+    }
+    if (!ok || !c->x || !c->xn || !c->qkv || !c->S || !c->f || !c->col || !c->c ||
+        !c->zeros || !c->plans ||
+        (c->prec == VS_PRECISION_INT8 && (!c->aq || !c->as || !c->azp || !c->acc))) {
+        cpu_destroy(c);
+        return vs_err_set(err, VS_NOMEM, "cpu backend: cannot allocate scratch for %d images "
+                          "(%zu bytes reserved so far)", opts->max_batch, bytes);
+    }
+    if (c->prec == VS_PRECISION_INT8) {
+        omp_set_num_threads(c->threads);
+        st = q8_build(c, &bytes, err);
+        if (st != VS_OK) {
+            cpu_destroy(c);
+            return st;
+        }
+    }
+    char cpu[128];
+    read_cpu_name(cpu, sizeof cpu);
+    snprintf(c->device, sizeof c->device, "%s (oneDNN %s, %d threads)", cpu,
+             isa_name(isa), c->threads);
+    c->st.threads = c->threads;
+    c->st.kernels = c->k->isa;
+    c->st.dnnl_isa = isa_name(isa);
+    c->st.weight_qmax = c->prec == VS_PRECISION_INT8 ? c->wqmax : 0;
+    *out = c;
+    return VS_OK;
+}
+
+static const char *cpu_device_name(void *ctx)
+{
+    return ((struct cpu_ctx *)ctx)->device;
+}
+
+void vs_model_cpu_stats(void *ctx, struct vs_cpu_stats *out, bool reset)
+{
+    struct cpu_ctx *c = ctx;
+    *out = c->st;
+    if (reset) {
+        c->st.forwards = c->st.images = 0;
+        c->st.total_ns = c->st.gemm_ns = c->st.plan_ns = 0;
+    }
+}
+
+/* ---- forward ---------------------------------------------------------- */
+
+/* y rows = LayerNorm(x rows); rows of length dim, row stride ld. */
+static void ln_rows(const struct cpu_ctx *c, float *y, const float *x, int64_t rows,
+                    int64_t ld, const float *g, const float *b)
+{
+    const int dim = c->cfg.hidden;
+    const float eps = c->cfg.ln_eps;
+    void (*ln)(float *, const float *, const float *, const float *, int, float) =
+        c->k->layernorm;
+    #pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) ln(y + r * dim, x + r * ld, g, b, dim, eps);
+}
+
+/* int8: quantize rows of x (rows, dim) into c->aq; scales and zero points
+ * into c->as, c->azp. */
+static void quant_rows(const struct cpu_ctx *c, const float *x, int64_t rows, int dim)
+{
+    float (*q)(uint8_t *, const float *, int, int *) = c->k->quantize_u8;
+    uint8_t *aq = c->aq;
+    float *as = c->as, *azp = c->azp;
+    #pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int zp;
+        as[r] = q(aq + r * dim, x + r * dim, dim, &zp);
+        azp[r] = (float)zp;
+    }
+}
+
+/* int8: y rows (ld ldy) = or += dequantized acc rows (ld lda), N columns. */
+static void dequant_rows(const struct cpu_ctx *c, float *y, int64_t ldy, const float *acc,
+                         int64_t lda, int64_t rows, int N, const struct q8 *wq,
+                         const float *b, int accumulate)
+{
+    void (*dq)(float *, const float *, float, float, const float *, const float *, int, int) =
+        c->k->dequant_row;
+    const float *as = c->as, *azp = c->azp, *cs = wq->cs;
+    #pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        dq(y + r * ldy, acc + r * lda, as[r], azp[r], cs, b, N, accumulate);
+}
+
+/* One encoder Linear (rows, K) -> (rows, N): fp32 (src used in place,
+ * bias/act/residual fused) or int8 (src quantized, then dequantized into
+ * dst, added to it when accumulate). */
+static enum vs_status linear_run(struct cpu_ctx *c, struct mm *mm, const float *src,
+                                 int64_t rows, int K, int N, const float *w,
+                                 const struct q8 *wq, const float *b, float *dst,
+                                 int accumulate, struct vs_err *err)
+{
+    if (c->prec == VS_PRECISION_INT8) {
+        quant_rows(c, src, rows, K);
+        float *out = accumulate ? c->acc : dst;
+        void *p[4] = {c->aq, wq->q, out, wq->scale};
+        enum vs_status st = mm_run(c, mm, p, err);
+        if (st == VS_OK)
+            dequant_rows(c, dst, N, out, N, rows, N, wq, bias_or_zeros(c, b), accumulate);
+        return st;
+    }
+    void *p[4] = {(void *)src, (void *)w, (void *)bias_or_zeros(c, b), dst};
+    return mm_run(c, mm, p, err);
+}
+
+static enum vs_status cpu_forward(void *vctx, const float *pixels, int n,
+                                  float *logits, struct vs_err *err)
+{
+    struct cpu_ctx *c = vctx;
+    const struct vs_vit_config *g = &c->cfg;
+    if (!pixels || !logits)
+        return vs_err_set(err, VS_BAD_INPUT, "cpu backend: NULL pixels or logits");
+    if (n < 1 || n > c->max_batch)
+        return vs_err_set(err, VS_BAD_INPUT, "cpu backend: batch %d outside 1..%d",
+                          n, c->max_batch);
+    const uint64_t t_start = vs_now_ns();
+    omp_set_num_threads(c->threads);
+    struct plan *p = &c->plans[n];
+    enum vs_status st;
+    if (!p->ready) {
+        const uint64_t t0 = vs_now_ns();
+        st = plan_build(c, n, err);
+        c->st.plan_ns += vs_now_ns() - t0;
+        if (st != VS_OK) return st;
+    }
+
+    const int C = g->channels, P = g->patch, Hh = g->image_h, Ww = g->image_w;
+    const int gh = g->grid_h, gw = g->grid_w;
+    const int64_t T = g->tokens, D = g->hidden, H = g->heads, F = g->mlp;
+    const int64_t G = (int64_t)gh * gw, K0 = (int64_t)C * P * P, M = n * T;
+
+    /* im2col: col[b][gy*gw+gx][(ch*P + ky)*P + kx] = pix[b][ch][gy*P+ky][gx*P+kx],
+     * the flattening order of the conv weight (D, C, P, P). */
+    float *col = c->col;
+    #pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < n; b++)
+        for (int gy = 0; gy < gh; gy++) {
+            const float *img = pixels + (size_t)b * C * Hh * Ww;
+            for (int gx = 0; gx < gw; gx++) {
+                float *row = col + ((size_t)b * G + (size_t)gy * gw + gx) * K0;
+                for (int ch = 0; ch < C; ch++)
+                    for (int ky = 0; ky < P; ky++)
+                        memcpy(row + ((size_t)ch * P + ky) * P,
+                               img + ((size_t)ch * Hh + (size_t)gy * P + ky) * Ww +
+                                   (size_t)gx * P,
+                               (size_t)P * sizeof(float));
+            }
+        }
+
+    /* x[b][0] = cls + pos[0]; x[b][t] = pos[t]: the patch GEMM then adds
+     * conv + bias on top (sum post-op), i.e. x = cat(cls, conv+b) + pos. */
+    float *x = c->x;
+    for (int b = 0; b < n; b++) {
+        float *xb = x + (size_t)b * T * D;
+        memcpy(xb, c->w.pos, (size_t)T * D * sizeof(float));
+        for (int64_t d = 0; d < D; d++) xb[d] = c->w.cls[d] + c->w.pos[d];
+    }
+    {
+        void *pp[4] = {col, (void *)c->w.patch_w, (void *)bias_or_zeros(c, c->w.patch_b),
+                       x + D};
+        if ((st = mm_run(c, &p->patch, pp, err)) != VS_OK) return st;
+    }
+
+    float *xn = c->xn, *qkv = c->qkv, *S = c->S, *f = c->f;
+    const bool int8 = c->prec == VS_PRECISION_INT8;
+    for (int l = 0; l < g->layers; l++) {
+        const struct vs_vit_layer *ly = &c->w.layer[l];
+        const struct q8_layer *lq = int8 ? &c->q8[l] : NULL;
+
+        /* xn = LN1(x)  (M, D) */
+        ln_rows(c, xn, x, M, D, ly->ln1_g, ly->ln1_b);
+        /* qkv[:, 0:D] = Q, [D:2D] = K, [2D:3D] = V  (M, 3D) */
+        if (int8) quant_rows(c, xn, M, (int)D);
+        const float *ws[3] = {ly->q_w, ly->k_w, ly->v_w};
+        const float *bs[3] = {ly->q_b, ly->k_b, ly->v_b};
+        for (int j = 0; j < 3; j++) {
+            if (int8) {
+                const struct q8 *wq = j == 0 ? &lq->q : (j == 1 ? &lq->k : &lq->v);
+                void *pp[4] = {c->aq, wq->q, qkv + j * D, wq->scale};
+                st = mm_run(c, &p->qkv, pp, err);
+                if (st == VS_OK)
+                    dequant_rows(c, qkv + j * D, 3 * D, qkv + j * D, 3 * D, M, (int)D, wq,
+                                 bias_or_zeros(c, bs[j]), 0);
+            } else {
+                void *pp[4] = {xn, (void *)ws[j], (void *)bias_or_zeros(c, bs[j]),
+                               qkv + j * D};
+                st = mm_run(c, &p->qkv, pp, err);
+            }
+            if (st != VS_OK) return st;
+        }
+        /* S = Q K^T / sqrt(dh)  (n, H, T, T) */
+        {
+            void *pp[3] = {qkv, qkv + D, S};
+            if ((st = mm_run(c, &p->score, pp, err)) != VS_OK) return st;
+        }
+        /* softmax over keys, one row per (b, h, query) */
+        {
+            void (*sm)(float *, int) = c->k->softmax;
+            const int64_t rows = (int64_t)n * H * T;
+            #pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < rows; r++) sm(S + r * T, (int)T);
+        }
+        /* xn = S V  -> (n, T, H, dh) = (M, D), heads concatenated */
+        {
+            void *pp[3] = {S, qkv + 2 * D, xn};
+            if ((st = mm_run(c, &p->pv, pp, err)) != VS_OK) return st;
+        }
+        /* x += xn o_w^T + o_b */
+        if ((st = linear_run(c, &p->oproj, xn, M, (int)D, (int)D, ly->o_w,
+                             lq ? &lq->o : NULL, ly->o_b, x, 1, err)) != VS_OK)
+            return st;
+        /* xn = LN2(x); f = act(xn fc1^T + b)  (M, F) */
+        ln_rows(c, xn, x, M, D, ly->ln2_g, ly->ln2_b);
+        if ((st = linear_run(c, &p->fc1, xn, M, (int)D, (int)F, ly->fc1_w,
+                             lq ? &lq->fc1 : NULL, ly->fc1_b, f, 0, err)) != VS_OK)
+            return st;
+        if (int8) {
+            /* the activation, which fp32 fuses into the GEMM */
+            dnnl_memory_set_data_handle(p->act.args[0].memory, f);
+            dnnl_memory_set_data_handle(p->act.args[1].memory, f);
+            dnnl_status_t s = dnnl_primitive_execute(p->act.prim, c->strm, 2, p->act.args);
+            if (s != dnnl_success) return dnnl_fail(err, s, "eltwise execution");
+        }
+        /* x += f fc2^T + b */
+        if ((st = linear_run(c, &p->fc2, f, M, (int)F, (int)D, ly->fc2_w,
+                             lq ? &lq->fc2 : NULL, ly->fc2_b, x, 1, err)) != VS_OK)
+            return st;
+    }
+
+    /* final LayerNorm on token 0 of each image (row stride T*D), classifier */
+    ln_rows(c, c->c, x, n, T * D, c->w.lnf_g, c->w.lnf_b);
+    {
+        void *pp[4] = {c->c, (void *)c->w.head_w, (void *)bias_or_zeros(c, c->w.head_b),
+                       logits};
+        if ((st = mm_run(c, &p->head, pp, err)) != VS_OK) return st;
+    }
+    dnnl_stream_wait(c->strm);
+    c->st.forwards++;
+    c->st.images += (uint64_t)n;
+    c->st.total_ns += vs_now_ns() - t_start;
+    return VS_OK;
+}
+
+const struct vs_backend_ops vs_backend_cpu = {
+    .name = "cpu",
+    .create = cpu_create,
+    .forward = cpu_forward,
+    .device_name = cpu_device_name,
+    .destroy = cpu_destroy,
+};

@@ -1,0 +1,49 @@
+/* cpu_kernels.h: the row-wise loops of the CPU backend that are not GEMMs —
+ * LayerNorm, softmax, per-row int8 quantization.  Private to src/model/.
+ *
+ * Each kernel works on one row (a token, or one row of an attention matrix)
+ * so that backend_cpu.c can spread rows over its OpenMP threads.  Each has a
+ * portable version and an AVX2+FMA version picked once at start-up
+ * (vs_model_cpu_kernels); both compute in fp32 with the same formulas, so the
+ * results differ only by float rounding order.  Pure functions: any thread
+ * may call them, on disjoint rows, at the same time.
+ */
+#ifndef VS_MODEL_CPU_KERNELS_H
+#define VS_MODEL_CPU_KERNELS_H
+
+#include <stdint.h>
+
+struct vs_cpu_kernels {
+    /* y[d] = (x[d] - mean) / sqrt(var + eps) * g[d] + b[d]; var biased.
+     * x, y: (dim); g, b: (dim). y may equal x. */
+    void (*layernorm)(float *y, const float *x, const float *g,
+                      const float *b, int dim, float eps);
+    /* In place: x = exp(x - max x) / sum exp(x - max x); x: (len). */
+    void (*softmax)(float *x, int len);
+    /* Symmetric per-row quantization: scale = max|x| / qmax (1 when the row
+     * is all zeros), q[d] = round-to-nearest-even(x[d] / scale), clamped to
+     * [-qmax, qmax].  Returns scale.  x: (dim), q: (dim). */
+    float (*quantize_row)(int8_t *q, const float *x, int dim, int qmax);
+    /* Asymmetric per-row quantization to u8: the range [min(x,0), max(x,0)]
+     * maps onto 0..255, scale = range / 255 (1 for an all-zero row),
+     * zero point zp = round(-min / scale), q = clamp(round(x / scale) + zp,
+     * 0, 255), so x ~ (q - zp) * scale.  Returns scale, *zp set.
+     * x: (dim), q: (dim). */
+    float (*quantize_u8)(uint8_t *q, const float *x, int dim, int *zp);
+    /* Dequantization of one row of an int8 GEMM whose per-column weight
+     * scales were already applied: v[o] = (acc[o] - zp * cs[o]) * sa + b[o]
+     * (cs[o] = weight scale x sum of that column's int8 weights: the zero
+     * point's contribution); y[o] = v[o], or y[o] += v[o] when accumulate.
+     * y may equal acc.  acc, y, cs, b: (dim). */
+    void (*dequant_row)(float *y, const float *acc, float sa, float zp,
+                        const float *cs, const float *b, int dim, int accumulate);
+    const char *isa;    /* "avx2" or "generic" */
+};
+
+/* The kernels for this CPU (AVX2+FMA when __builtin_cpu_supports says so). */
+const struct vs_cpu_kernels *vs_model_cpu_kernels(void);
+
+/* The portable versions, whatever the CPU (for tests of the dispatch). */
+const struct vs_cpu_kernels *vs_model_cpu_kernels_generic(void);
+
+#endif

@@ -1,0 +1,528 @@
+/* test_model_forward.c: the CPU backend's forward pass against a naive
+ * double-precision reference written here from the formulas (direct
+ * convolution, per-head attention loops, exact activations), on small
+ * random ViTs of several shapes; batch invariance; the int8 path against
+ * fp32; the row kernels' AVX2 and portable versions against each other;
+ * refusal of unsupported precisions and bad batch sizes.
+ *
+ * Weights are random with a fixed seed, built in memory (no loader).  Sizes
+ * are small so the test stays fast under ASan.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/backend.h"
+#include "model/cpu_kernels.h"
+
+/* ---- random numbers (splitmix64) --------------------------------------- */
+
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* uniform in [-a, a] */
+static float rng_uni(float a)
+{
+    return (float)(((double)(rng_next() >> 11) / 9007199254740992.0) * 2.0 - 1.0) * a;
+}
+
+/* ---- a random model ---------------------------------------------------- */
+
+struct tmodel {
+    struct vs_vit_config cfg;
+    struct vs_vit_weights w;
+    struct vs_vit_layer *layers;
+    float *mem;          /* every tensor, one block */
+    size_t used, cap;
+};
+
+static float *take(struct tmodel *m, size_t n, float lo_scale, float base)
+{
+    assert_true(m->used + n <= m->cap);
+    float *p = m->mem + m->used;
+    m->used += n;
+    for (size_t i = 0; i < n; i++) p[i] = base + rng_uni(lo_scale);
+    return p;
+}
+
+/* Linear weights uniform with variance 1/in (outputs keep unit scale, so
+ * the logits are O(1) and errors are measured on a meaningful scale). */
+static float *take_w(struct tmodel *m, int out, int in)
+{
+    return take(m, (size_t)out * in, sqrtf(3.0f / (float)in), 0.0f);
+}
+
+static void tmodel_init(struct tmodel *m, int C, int ih, int iw, int P, int D,
+                        int heads, int mlp, int L, int labels, enum vs_act act,
+                        bool qkv_bias, uint64_t seed)
+{
+    memset(m, 0, sizeof *m);
+    rng_state = seed;
+    struct vs_vit_config *g = &m->cfg;
+    g->channels = C;
+    g->image_h = ih;
+    g->image_w = iw;
+    g->patch = P;
+    g->grid_h = ih / P;
+    g->grid_w = iw / P;
+    g->tokens = g->grid_h * g->grid_w + 1;
+    g->hidden = D;
+    g->heads = heads;
+    g->mlp = mlp;
+    g->layers = L;
+    g->labels = labels;
+    g->ln_eps = 1e-12f;
+    g->act = act;
+    const size_t per_layer = 4 * (size_t)D + 4 * (size_t)D * D + 4 * (size_t)D +
+                             2 * (size_t)D * mlp + mlp + D;
+    m->cap = (size_t)D * C * P * P + D + D + (size_t)g->tokens * D + L * per_layer +
+             2 * (size_t)D + (size_t)labels * D + labels;
+    m->mem = malloc(m->cap * sizeof(float));
+    m->layers = calloc((size_t)(L > 0 ? L : 1), sizeof *m->layers);
+    assert_non_null(m->mem);
+    assert_non_null(m->layers);
+    struct vs_vit_weights *w = &m->w;
+    w->patch_w = take_w(m, D, C * P * P);
+    w->patch_b = take(m, D, 0.1f, 0.0f);
+    w->cls = take(m, D, 1.0f, 0.0f);
+    w->pos = take(m, (size_t)g->tokens * D, 0.5f, 0.0f);
+    for (int l = 0; l < L; l++) {
+        struct vs_vit_layer *y = &m->layers[l];
+        y->ln1_g = take(m, D, 0.2f, 1.0f);
+        y->ln1_b = take(m, D, 0.1f, 0.0f);
+        y->q_w = take_w(m, D, D);
+        y->k_w = take_w(m, D, D);
+        y->v_w = take_w(m, D, D);
+        y->o_w = take_w(m, D, D);
+        float *qb = take(m, D, 0.1f, 0.0f), *kb = take(m, D, 0.1f, 0.0f);
+        float *vb = take(m, D, 0.1f, 0.0f);
+        y->q_b = qkv_bias ? qb : NULL;
+        y->k_b = qkv_bias ? kb : NULL;
+        y->v_b = qkv_bias ? vb : NULL;
+        y->o_b = take(m, D, 0.1f, 0.0f);
+        y->ln2_g = take(m, D, 0.2f, 1.0f);
+        y->ln2_b = take(m, D, 0.1f, 0.0f);
+        y->fc1_w = take_w(m, mlp, D);
+        y->fc1_b = take(m, mlp, 0.1f, 0.0f);
+        y->fc2_w = take_w(m, D, mlp);
+        y->fc2_b = take(m, D, 0.1f, 0.0f);
+    }
+    w->layer = m->layers;
+    w->lnf_g = take(m, D, 0.2f, 1.0f);
+    w->lnf_b = take(m, D, 0.1f, 0.0f);
+    w->head_w = take_w(m, labels, D);
+    w->head_b = take(m, labels, 0.1f, 0.0f);
+}
+
+static void tmodel_free(struct tmodel *m)
+{
+    free(m->mem);
+    free(m->layers);
+}
+
+static float *random_pixels(const struct vs_vit_config *g, int n)
+{
+    const size_t count = (size_t)n * g->channels * g->image_h * g->image_w;
+    float *p = malloc(count * sizeof(float));
+    assert_non_null(p);
+    for (size_t i = 0; i < count; i++) p[i] = rng_uni(1.0f);   /* like normalised pixels */
+    return p;
+}
+
+/* ---- the reference: plain loops in double ------------------------------ */
+
+static double act_ref(enum vs_act a, double x)
+{
+    switch (a) {
+    case VS_ACT_GELU:       return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case VS_ACT_GELU_TANH:  return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case VS_ACT_RELU:       return x > 0 ? x : 0;
+    case VS_ACT_QUICK_GELU: return x / (1.0 + exp(-1.702 * x));
+    case VS_ACT_GELU_FAST:  return 0.5 * x * (1.0 + tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)));
+    case VS_ACT_SILU:       return x / (1.0 + exp(-x));
+    }
+    return NAN;
+}
+
+static void ln_ref(double *y, const double *x, const float *g, const float *b, int D,
+                   double eps)
+{
+    double mean = 0, var = 0;
+    for (int d = 0; d < D; d++) mean += x[d];
+    mean /= D;
+    for (int d = 0; d < D; d++) var += (x[d] - mean) * (x[d] - mean);
+    var /= D;
+    for (int d = 0; d < D; d++) y[d] = (x[d] - mean) / sqrt(var + eps) * g[d] + b[d];
+}
+
+/* y (rows, out) = x (rows, in) W^T + b, W (out, in) */
+static void linear_ref(double *y, const double *x, int rows, int in, int out,
+                       const float *W, const float *b)
+{
+    for (int r = 0; r < rows; r++)
+        for (int o = 0; o < out; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int i = 0; i < in; i++) s += x[(size_t)r * in + i] * W[(size_t)o * in + i];
+            y[(size_t)r * out + o] = s;
+        }
+}
+
+/* One image: pixels (C, H, W) -> logits (labels). */
+static void forward_ref(const struct tmodel *m, const float *pix, double *logits)
+{
+    const struct vs_vit_config *g = &m->cfg;
+    const struct vs_vit_weights *w = &m->w;
+    const int T = g->tokens, D = g->hidden, H = g->heads, dh = D / H, F = g->mlp;
+    const int C = g->channels, P = g->patch;
+    double *x = calloc((size_t)T * D, sizeof(double));
+    double *xn = calloc((size_t)T * D, sizeof(double));
+    double *q = calloc((size_t)T * D, sizeof(double));
+    double *k = calloc((size_t)T * D, sizeof(double));
+    double *v = calloc((size_t)T * D, sizeof(double));
+    double *a = calloc((size_t)T * D, sizeof(double));
+    double *o = calloc((size_t)T * D, sizeof(double));
+    double *f = calloc((size_t)T * F, sizeof(double));
+    double *s = calloc((size_t)T, sizeof(double));
+    double *c = calloc((size_t)D, sizeof(double));
+    assert_true(x && xn && q && k && v && a && o && f && s && c);
+
+    /* embeddings: token 0 = cls, token 1 + gy*gw + gx = conv at that patch */
+    for (int d = 0; d < D; d++) x[d] = (double)w->cls[d] + w->pos[d];
+    for (int gy = 0; gy < g->grid_h; gy++)
+        for (int gx = 0; gx < g->grid_w; gx++) {
+            const int t = 1 + gy * g->grid_w + gx;
+            for (int d = 0; d < D; d++) {
+                double acc = w->patch_b[d];
+                for (int ch = 0; ch < C; ch++)
+                    for (int ky = 0; ky < P; ky++)
+                        for (int kx = 0; kx < P; kx++)
+                            acc += (double)w->patch_w[(((size_t)d * C + ch) * P + ky) * P + kx] *
+                                   pix[((size_t)ch * g->image_h + gy * P + ky) * g->image_w +
+                                       gx * P + kx];
+                x[(size_t)t * D + d] = acc + w->pos[(size_t)t * D + d];
+            }
+        }
+
+    for (int l = 0; l < g->layers; l++) {
+        const struct vs_vit_layer *y = &w->layer[l];
+        for (int t = 0; t < T; t++)
+            ln_ref(xn + (size_t)t * D, x + (size_t)t * D, y->ln1_g, y->ln1_b, D, g->ln_eps);
+        linear_ref(q, xn, T, D, D, y->q_w, y->q_b);
+        linear_ref(k, xn, T, D, D, y->k_w, y->k_b);
+        linear_ref(v, xn, T, D, D, y->v_w, y->v_b);
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < T; j++) {
+                    double dot = 0;
+                    for (int e = 0; e < dh; e++)
+                        dot += q[(size_t)i * D + h * dh + e] * k[(size_t)j * D + h * dh + e];
+                    s[j] = dot / sqrt((double)dh);
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                for (int j = 0; j < T; j++) sum += (s[j] = exp(s[j] - mx));
+                for (int e = 0; e < dh; e++) {
+                    double acc = 0;
+                    for (int j = 0; j < T; j++) acc += s[j] / sum * v[(size_t)j * D + h * dh + e];
+                    a[(size_t)i * D + h * dh + e] = acc;
+                }
+            }
+        linear_ref(o, a, T, D, D, y->o_w, y->o_b);
+        for (size_t i = 0; i < (size_t)T * D; i++) x[i] += o[i];
+        for (int t = 0; t < T; t++)
+            ln_ref(xn + (size_t)t * D, x + (size_t)t * D, y->ln2_g, y->ln2_b, D, g->ln_eps);
+        linear_ref(f, xn, T, D, F, y->fc1_w, y->fc1_b);
+        for (size_t i = 0; i < (size_t)T * F; i++) f[i] = act_ref(g->act, f[i]);
+        linear_ref(o, f, T, F, D, y->fc2_w, y->fc2_b);
+        for (size_t i = 0; i < (size_t)T * D; i++) x[i] += o[i];
+    }
+    ln_ref(c, x, w->lnf_g, w->lnf_b, D, g->ln_eps);
+    linear_ref(logits, c, 1, D, g->labels, w->head_w, w->head_b);
+    free(x); free(xn); free(q); free(k); free(v); free(a); free(o); free(f); free(s); free(c);
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static void *backend_new(const struct tmodel *m, enum vs_precision prec, int max_batch)
+{
+    struct vs_backend_opts o = {.precision = prec, .threads = 2, .max_batch = max_batch};
+    struct vs_err err = {0};
+    void *ctx = NULL;
+    enum vs_status st = vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx, &err);
+    if (st != VS_OK) fail_msg("create: %s", err.msg);
+    assert_non_null(ctx);
+    return ctx;
+}
+
+static void run_forward(void *ctx, const float *pix, int n, float *logits)
+{
+    struct vs_err err = {0};
+    enum vs_status st = vs_backend_cpu.forward(ctx, pix, n, logits, &err);
+    if (st != VS_OK) fail_msg("forward n=%d: %s", n, err.msg);
+}
+
+/* fp32 backend vs the double reference on nimg images, batched. */
+static void check_vs_reference(struct tmodel *m, int nimg)
+{
+    const struct vs_vit_config *g = &m->cfg;
+    float *pix = random_pixels(g, nimg);
+    float *out = malloc((size_t)nimg * g->labels * sizeof(float));
+    double *ref = malloc((size_t)g->labels * sizeof(double));
+    assert_true(out && ref);
+    void *ctx = backend_new(m, VS_PRECISION_FP32, nimg);
+    run_forward(ctx, pix, nimg, out);
+    const size_t img = (size_t)g->channels * g->image_h * g->image_w;
+    double worst = 0, scale = 1.0;
+    for (int b = 0; b < nimg; b++) {
+        forward_ref(m, pix + b * img, ref);
+        for (int j = 0; j < g->labels; j++) scale = fmax(scale, fabs(ref[j]));
+        for (int j = 0; j < g->labels; j++)
+            worst = fmax(worst, fabs(ref[j] - (double)out[(size_t)b * g->labels + j]));
+    }
+    print_message("  D=%d H=%d L=%d labels=%d act=%d image %dx%d/%d: max|d| = %.3g "
+                  "(logit scale %.3g)\n", g->hidden, g->heads, g->layers, g->labels,
+                  (int)g->act, g->image_h, g->image_w, g->patch, worst, scale);
+    assert_true(worst <= 1e-4 * scale);
+    vs_backend_cpu.destroy(ctx);
+    free(pix);
+    free(out);
+    free(ref);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+/* non-square image 32x48, patch 8, 3 layers, 4 heads, 7 labels, GELU */
+static void test_ref_nonsquare_3layers(void **state)
+{
+    (void)state;
+    struct tmodel m;
+    tmodel_init(&m, 3, 32, 48, 8, 32, 4, 64, 3, 7, VS_ACT_GELU, true, 11);
+    check_vs_reference(&m, 2);
+    tmodel_free(&m);
+}
+
+/* 1 layer, 1 head, 1 label, no qkv bias, odd sizes (D=20, T=17) */
+static void test_ref_one_head_no_qkv_bias(void **state)
+{
+    (void)state;
+    struct tmodel m;
+    tmodel_init(&m, 3, 16, 16, 4, 20, 1, 36, 1, 1, VS_ACT_GELU_TANH, false, 12);
+    check_vs_reference(&m, 1);
+    tmodel_free(&m);
+}
+
+/* every activation, 2 heads, 2 layers, one channel, 12x20 patch 4 */
+static void test_ref_every_activation(void **state)
+{
+    (void)state;
+    const enum vs_act acts[] = {VS_ACT_GELU, VS_ACT_GELU_TANH, VS_ACT_RELU,
+                                VS_ACT_QUICK_GELU, VS_ACT_GELU_FAST, VS_ACT_SILU};
+    for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) {
+        struct tmodel m;
+        tmodel_init(&m, 1, 12, 20, 4, 24, 2, 48, 2, 5, acts[i], i % 2 == 0, 20 + i);
+        check_vs_reference(&m, 2);
+        tmodel_free(&m);
+    }
+}
+
+/* Batch n gives the same logits as n single-image runs.  oneDNN's GEMM
+ * blocking may depend on M, so equality is checked to 1e-6 of the logit
+ * scale; the test also reports whether the results were bitwise equal. */
+static void test_batch_invariance(void **state)
+{
+    (void)state;
+    struct tmodel m;
+    tmodel_init(&m, 3, 32, 32, 8, 32, 4, 64, 2, 7, VS_ACT_GELU, true, 31);
+    const struct vs_vit_config *g = &m.cfg;
+    const int N = 5;
+    float *pix = random_pixels(g, N);
+    float *one = malloc((size_t)N * g->labels * sizeof(float));
+    float *bat = malloc((size_t)N * g->labels * sizeof(float));
+    assert_true(one && bat);
+    void *ctx = backend_new(&m, VS_PRECISION_FP32, N);
+    const size_t img = (size_t)g->channels * g->image_h * g->image_w;
+    for (int b = 0; b < N; b++) run_forward(ctx, pix + b * img, 1, one + (size_t)b * g->labels);
+    bool bitwise = true;
+    double scale = 1.0;
+    for (int i = 0; i < N * g->labels; i++) scale = fmax(scale, fabs(one[i]));
+    for (int n = 1; n <= N; n++) {
+        run_forward(ctx, pix, n, bat);
+        for (int i = 0; i < n * g->labels; i++) {
+            assert_true(fabs((double)bat[i] - one[i]) <= 1e-6 * scale);
+            if (bat[i] != one[i]) bitwise = false;
+        }
+    }
+    print_message("  batched (n = 1..%d) vs one at a time: %s\n", N,
+                  bitwise ? "bitwise equal" : "equal within 1e-6");
+    vs_backend_cpu.destroy(ctx);
+    free(pix);
+    free(one);
+    free(bat);
+    tmodel_free(&m);
+}
+
+/* int8: close to fp32 and the same top-1 on most inputs.  Bounds: logits
+ * cosine >= 0.99 over all images, max |d| <= 0.15 x logit scale, argmax
+ * equal on >= 80% of 24 images (10 labels). */
+static void test_int8_close_to_fp32(void **state)
+{
+    (void)state;
+    struct tmodel m;
+    tmodel_init(&m, 3, 32, 32, 8, 64, 4, 128, 3, 10, VS_ACT_GELU, true, 41);
+    const struct vs_vit_config *g = &m.cfg;
+    const int N = 24;
+    float *pix = random_pixels(g, N);
+    float *f32 = malloc((size_t)N * g->labels * sizeof(float));
+    float *i8 = malloc((size_t)N * g->labels * sizeof(float));
+    assert_true(f32 && i8);
+    void *c32 = backend_new(&m, VS_PRECISION_FP32, N);
+    void *c8 = backend_new(&m, VS_PRECISION_INT8, N);
+    run_forward(c32, pix, N, f32);
+    run_forward(c8, pix, N, i8);
+    double dot = 0, na = 0, nb = 0, worst = 0, scale = 0;
+    int agree = 0;
+    for (int b = 0; b < N; b++) {
+        int a1 = 0, a2 = 0;
+        for (int j = 0; j < g->labels; j++) {
+            const float x = f32[b * g->labels + j], y = i8[b * g->labels + j];
+            dot += (double)x * y;
+            na += (double)x * x;
+            nb += (double)y * y;
+            worst = fmax(worst, fabs((double)x - y));
+            scale = fmax(scale, fabs(x));
+            if (x > f32[b * g->labels + a1]) a1 = j;
+            if (y > i8[b * g->labels + a2]) a2 = j;
+        }
+        agree += a1 == a2;
+    }
+    const double cosine = dot / sqrt(na * nb);
+    print_message("  int8 vs fp32: cosine %.5f, max|d| %.4f (scale %.3f), top-1 %d/%d\n",
+                  cosine, worst, scale, agree, N);
+    assert_true(cosine >= 0.99);
+    assert_true(worst <= 0.15 * scale);
+    assert_true(agree * 5 >= N * 4);
+    /* and int8 is not secretly fp32 */
+    assert_true(worst > 0.0);
+    vs_backend_cpu.destroy(c32);
+    vs_backend_cpu.destroy(c8);
+    free(pix);
+    free(f32);
+    free(i8);
+    tmodel_free(&m);
+}
+
+static void test_unsupported_and_bad_batch(void **state)
+{
+    (void)state;
+    struct tmodel m;
+    tmodel_init(&m, 3, 16, 16, 8, 16, 2, 32, 1, 3, VS_ACT_GELU, true, 51);
+    const enum vs_precision bad[2] = {VS_PRECISION_FP16, VS_PRECISION_BF16};
+    const char *names[2] = {"fp16", "bf16"};
+    for (int i = 0; i < 2; i++) {
+        struct vs_backend_opts o = {.precision = bad[i], .threads = 1, .max_batch = 2};
+        struct vs_err err = {0};
+        void *ctx = (void *)&o;   /* must stay untouched */
+        assert_int_equal(vs_backend_cpu.create(&m.cfg, &m.w, &o, &ctx, &err), VS_UNSUPPORTED);
+        assert_ptr_equal(ctx, (void *)&o);
+        assert_non_null(strstr(err.msg, names[i]));
+    }
+    void *ctx = backend_new(&m, VS_PRECISION_FP32, 2);
+    float *pix = random_pixels(&m.cfg, 3);
+    float logits[9] = {42, 42, 42, 42, 42, 42, 42, 42, 42};
+    struct vs_err err = {0};
+    assert_int_equal(vs_backend_cpu.forward(ctx, pix, 0, logits, &err), VS_BAD_INPUT);
+    assert_int_equal(vs_backend_cpu.forward(ctx, pix, 3, logits, &err), VS_BAD_INPUT);
+    assert_non_null(strstr(err.msg, "3"));
+    for (int i = 0; i < 9; i++) assert_true(logits[i] == 42.0f);
+    assert_non_null(vs_backend_cpu.device_name(ctx));
+    vs_backend_cpu.destroy(ctx);
+    /* a config that cannot be split into heads */
+    struct vs_vit_config bad_cfg = m.cfg;
+    bad_cfg.heads = 3;
+    struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = 1, .max_batch = 1};
+    void *c2 = NULL;
+    assert_int_equal(vs_backend_cpu.create(&bad_cfg, &m.w, &o, &c2, &err), VS_BAD_INPUT);
+    assert_null(c2);
+    free(pix);
+    tmodel_free(&m);
+}
+
+/* The dispatched kernels (AVX2 on most machines) against the portable ones
+ * and against double math, on lengths that exercise the vector tails. */
+static void test_kernels(void **state)
+{
+    (void)state;
+    const struct vs_cpu_kernels *k = vs_model_cpu_kernels(), *p = vs_model_cpu_kernels_generic();
+    print_message("  row kernels: %s\n", k->isa);
+    rng_state = 61;
+    float x[80], y1[80], y2[80], gg[80], bb[80];
+    int8_t q1[80], q2[80];
+    for (int len = 1; len <= 80; len++) {
+        for (int i = 0; i < len; i++) {
+            x[i] = rng_uni(8.0f);
+            gg[i] = 1.0f + rng_uni(0.5f);
+            bb[i] = rng_uni(0.5f);
+        }
+        /* softmax vs double */
+        memcpy(y1, x, sizeof x);
+        memcpy(y2, x, sizeof x);
+        k->softmax(y1, len);
+        p->softmax(y2, len);
+        double mx = -INFINITY, sum = 0;
+        for (int i = 0; i < len; i++) mx = fmax(mx, x[i]);
+        for (int i = 0; i < len; i++) sum += exp(x[i] - mx);
+        for (int i = 0; i < len; i++) {
+            const double e = exp(x[i] - mx) / sum;
+            assert_true(fabs(y1[i] - e) <= 1e-6 * e + 1e-30);
+            assert_true(fabs(y2[i] - e) <= 1e-6 * e + 1e-30);
+        }
+        /* layernorm vs each other */
+        k->layernorm(y1, x, gg, bb, len, 1e-5f);
+        p->layernorm(y2, x, gg, bb, len, 1e-5f);
+        for (int i = 0; i < len; i++) assert_true(fabsf(y1[i] - y2[i]) <= 1e-5f);
+        /* quantization: identical codes and scale */
+        const float s1 = k->quantize_row(q1, x, len, 127);
+        const float s2 = p->quantize_row(q2, x, len, 127);
+        assert_true(s1 == s2);
+        assert_memory_equal(q1, q2, (size_t)len);
+        for (int i = 0; i < len; i++) assert_true(fabsf(q1[i] * s1 - x[i]) <= 0.5f * s1 * 1.0001f);
+    }
+    /* an all-zero row quantizes to zeros with scale 1 */
+    memset(x, 0, sizeof x);
+    assert_true(k->quantize_row(q1, x, 40, 63) == 1.0f);
+    for (int i = 0; i < 40; i++) assert_int_equal(q1[i], 0);
+    /* extreme softmax inputs: a -1e30 entry gets 0, no NaN */
+    x[0] = 0.0f; x[1] = -1e30f; x[2] = 5.0f;
+    for (int i = 3; i < 11; i++) x[i] = -100.0f;
+    k->softmax(x, 11);
+    for (int i = 0; i < 11; i++) assert_false(isnan(x[i]));
+    assert_true(x[1] < 1e-30f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kernels),
+        cmocka_unit_test(test_ref_nonsquare_3layers),
+        cmocka_unit_test(test_ref_one_head_no_qkv_bias),
+        cmocka_unit_test(test_ref_every_activation),
+        cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_int8_close_to_fp32),
+        cmocka_unit_test(test_unsupported_and_bad_batch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

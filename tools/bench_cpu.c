@@ -1,0 +1,449 @@
+/* bench_cpu.c (vs-bench_cpu): times the CPU backend's forward pass on a
+ * random ViT-B/16 (224x224, 12 layers, D 768, 12 heads, MLP 3072, 1000
+ * labels; weights from a fixed seed, built in memory) at several batch
+ * sizes, and prints ms per batch (median and min), images/s, GFLOP/s, the
+ * share of the 343 GFLOP/s fp32 FMA peak of the project's Xeons and of this
+ * machine's own measured FMA peak, and the share of time spent outside
+ * oneDNN's GEMMs.
+ *
+ *   vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T]
+ *                [--precision fp32|int8] [--layers L] [--contend]
+ *                [--gemm-layout] [--compare-int8]
+ *
+ * --contend runs one extra busy thread (standing in for the HTTP/decode
+ * threads) and reports how much work it got done: with OMP_WAIT_POLICY
+ * unset/ACTIVE the GEMM threads spin between parallel regions and starve it.
+ * --gemm-layout times the encoder's four Linear shapes with the weights used
+ * in place (tag "ba", what the backend does) against a reordered copy in
+ * oneDNN's preferred layout ("any").  --compare-int8 reports int8-vs-fp32
+ * logits agreement on random inputs (max |d|, cosine, top-1).
+ *
+ * Other engineers compile on the same 2 cores: numbers are noisy; repeat
+ * and take the best/median.  Not a test: prints, asserts nothing.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <immintrin.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include "common/vs.h"
+#include "model/backend.h"
+#include "model/cpu_backend.h"
+
+#define XEON_PEAK_GFLOPS 343.0
+
+/* ---- random ViT-B ------------------------------------------------------ */
+
+static uint64_t rng = 0x1234567887654321ULL;
+
+static float frand(float a)   /* uniform [-a, a], xorshift64 */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return ((float)(rng >> 40) / 16777216.0f * 2.0f - 1.0f) * a;
+}
+
+static float *fill(float *p, size_t n, float a, float base)
+{
+    for (size_t i = 0; i < n; i++) p[i] = base + frand(a);
+    return p;
+}
+
+struct vitb {
+    struct vs_vit_config cfg;
+    struct vs_vit_weights w;
+    struct vs_vit_layer *layers;
+    float *mem;
+};
+
+static int vitb_init(struct vitb *m, int layers)
+{
+    struct vs_vit_config *g = &m->cfg;
+    *g = (struct vs_vit_config){.channels = 3, .image_h = 224, .image_w = 224, .patch = 16,
+                                .grid_h = 14, .grid_w = 14, .tokens = 197, .hidden = 768,
+                                .heads = 12, .mlp = 3072, .layers = layers,
+                                .labels = 1000, .ln_eps = 1e-12f, .act = VS_ACT_GELU};
+    const size_t D = 768, F = 3072, T = 197;
+    const size_t per = 4 * D * D + 2 * D * F + 10 * D + F;
+    const size_t total = D * 768 + 2 * D + T * D + (size_t)layers * per + 2 * D + 1000 * D + 1000;
+    m->mem = malloc(total * sizeof(float));
+    m->layers = calloc((size_t)layers + 1, sizeof *m->layers);
+    if (!m->mem || !m->layers) return -1;
+    float *p = m->mem;
+#define TAKE(n, a, base) (p += (n), fill(p - (n), (n), (a), (base)))
+    const float wd = sqrtf(3.0f / 768.0f), wf = sqrtf(3.0f / 3072.0f);
+    m->w.patch_w = TAKE(D * 768, wd, 0);
+    m->w.patch_b = TAKE(D, 0.1f, 0);
+    m->w.cls = TAKE(D, 1.0f, 0);
+    m->w.pos = TAKE(T * D, 0.5f, 0);
+    for (int l = 0; l < layers; l++) {
+        struct vs_vit_layer *y = &m->layers[l];
+        y->ln1_g = TAKE(D, 0.2f, 1);
+        y->ln1_b = TAKE(D, 0.1f, 0);
+        y->q_w = TAKE(D * D, wd, 0);
+        y->q_b = TAKE(D, 0.1f, 0);
+        y->k_w = TAKE(D * D, wd, 0);
+        y->k_b = TAKE(D, 0.1f, 0);
+        y->v_w = TAKE(D * D, wd, 0);
+        y->v_b = TAKE(D, 0.1f, 0);
+        y->o_w = TAKE(D * D, wd, 0);
+        y->o_b = TAKE(D, 0.1f, 0);
+        y->ln2_g = TAKE(D, 0.2f, 1);
+        y->ln2_b = TAKE(D, 0.1f, 0);
+        y->fc1_w = TAKE(F * D, wd, 0);
+        y->fc1_b = TAKE(F, 0.1f, 0);
+        y->fc2_w = TAKE(D * F, wf, 0);
+        y->fc2_b = TAKE(D, 0.1f, 0);
+    }
+    m->w.layer = m->layers;
+    m->w.lnf_g = TAKE(D, 0.2f, 1);
+    m->w.lnf_b = TAKE(D, 0.1f, 0);
+    m->w.head_w = TAKE(1000 * D, wd, 0);
+    m->w.head_b = TAKE(1000, 0.1f, 0);
+#undef TAKE
+    return 0;
+}
+
+static double flops_per_image(const struct vs_vit_config *g)
+{
+    const double T = g->tokens, D = g->hidden, F = g->mlp, H = g->heads, dh = D / H;
+    const double G = (double)g->grid_h * g->grid_w, K0 = (double)g->channels * g->patch * g->patch;
+    const double layer = 2 * T * D * 3 * D + 2 * 2 * H * T * T * dh + 2 * T * D * D +
+                         2 * 2 * T * D * F;
+    return 2 * G * K0 * D + g->layers * layer + 2 * D * g->labels;
+}
+
+/* ---- FMA peak and the competing thread (pthreads: no OpenMP here) ------ */
+
+static atomic_int stop_flag;
+
+__attribute__((target("avx2,fma"))) static void *fma_loop(void *arg)
+{
+    /* 10 independent accumulators hide the FMA latency (2 ports x 4-5 cycles) */
+    __m256 a[10];
+    for (int i = 0; i < 10; i++) a[i] = _mm256_set1_ps(1.0f + i * 1e-3f);
+    const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    const long iters = *(long *)arg;
+    for (long it = 0; it < iters; it++)
+        for (int i = 0; i < 10; i++) a[i] = _mm256_fmadd_ps(a[i], m, c);
+    float out[8];
+    __m256 s = a[0];
+    for (int i = 1; i < 10; i++) s = _mm256_add_ps(s, a[i]);
+    _mm256_storeu_ps(out, s);
+    *(long *)arg = (long)out[0];   /* keep the result alive */
+    return NULL;
+}
+
+static double fma_peak(int threads)
+{
+    if (!__builtin_cpu_supports("fma")) return 0;
+    const long iters = 40000000;
+    pthread_t th[64];
+    long args[64];
+    threads = VS_MIN(threads, 64);
+    const double t0 = vs_now_ms();
+    for (int i = 0; i < threads; i++) {
+        args[i] = iters;
+        pthread_create(&th[i], NULL, fma_loop, &args[i]);
+    }
+    for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
+    const double s = (vs_now_ms() - t0) / 1e3;
+    return (double)threads * iters * 10 * 8 * 2 / s / 1e9;
+}
+
+static void *contender(void *arg)
+{
+    /* scalar integer work, like a decoder: counts loop iterations */
+    volatile uint64_t x = 1;
+    uint64_t n = 0;
+    while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
+        for (int i = 0; i < 1000; i++) x = x * 6364136223846793005ULL + 1;
+        n++;
+    }
+    *(uint64_t *)arg = n;
+    return NULL;
+}
+
+/* ---- GEMM layout experiment --------------------------------------------- */
+
+static double time_linear(dnnl_engine_t eng, dnnl_stream_t strm, int64_t M, int64_t K,
+                          int64_t N, const float *W, bool any, int iters, double *reorder_ms)
+{
+    dnnl_memory_desc_t a, b, d, bw;
+    dnnl_dims_t ad = {M, K}, bd = {K, N}, bs = {1, K}, dd = {M, N};
+    dnnl_memory_desc_init_by_tag(&a, 2, ad, dnnl_f32, dnnl_ab);
+    dnnl_memory_desc_init_by_strides(&bw, 2, bd, dnnl_f32, bs);
+    if (any) dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_f32, dnnl_format_tag_any);
+    else b = bw;
+    dnnl_memory_desc_init_by_tag(&d, 2, dd, dnnl_f32, dnnl_ab);
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t prim;
+    dnnl_matmul_desc_init(&desc, &a, &b, NULL, &d);
+    if (dnnl_primitive_desc_create(&pd, &desc, NULL, eng, NULL) != dnnl_success) return -1;
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_create(&prim, pd);
+    float *A = malloc((size_t)M * K * sizeof(float)), *C = malloc((size_t)M * N * sizeof(float));
+    fill(A, (size_t)M * K, 1.0f, 0);
+    void *Wb = NULL;
+    dnnl_memory_t ma, mw, mc, mraw;
+    dnnl_memory_create(&ma, &a, eng, A);
+    dnnl_memory_create(&mc, &d, eng, C);
+    dnnl_memory_create(&mraw, &bw, eng, (void *)W);
+    *reorder_ms = 0;
+    if (any && !dnnl_memory_desc_equal(wmd, &bw)) {
+        /* the blocked copy: one reorder at load time */
+        posix_memalign(&Wb, 64, dnnl_memory_desc_get_size(wmd));
+        dnnl_memory_create(&mw, wmd, eng, Wb);
+        dnnl_primitive_desc_t rpd;
+        dnnl_primitive_t rp;
+        dnnl_reorder_primitive_desc_create(&rpd, &bw, eng, wmd, eng, NULL);
+        dnnl_primitive_create(&rp, rpd);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, mraw}, {DNNL_ARG_TO, mw}};
+        const double t0 = vs_now_ms();
+        dnnl_primitive_execute(rp, strm, 2, ra);
+        dnnl_stream_wait(strm);
+        *reorder_ms = vs_now_ms() - t0;
+        dnnl_primitive_destroy(rp);
+        dnnl_primitive_desc_destroy(rpd);
+    } else {
+        dnnl_memory_create(&mw, wmd, eng, (void *)W);
+    }
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, mc}};
+    double best = 1e30;
+    for (int i = 0; i < iters + 1; i++) {
+        const double t0 = vs_now_ms();
+        dnnl_primitive_execute(prim, strm, 3, args);
+        dnnl_stream_wait(strm);
+        const double t = vs_now_ms() - t0;
+        if (i > 0 && t < best) best = t;
+    }
+    dnnl_memory_destroy(ma);
+    dnnl_memory_destroy(mw);
+    dnnl_memory_destroy(mc);
+    dnnl_memory_destroy(mraw);
+    dnnl_primitive_destroy(prim);
+    dnnl_primitive_desc_destroy(pd);
+    free(A);
+    free(C);
+    free(Wb);
+    return best;
+}
+
+static void gemm_layout(const struct vitb *m, int iters)
+{
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    dnnl_engine_create(&eng, dnnl_cpu, 0);
+    dnnl_stream_create(&strm, eng, dnnl_stream_default_flags);
+    const struct vs_vit_layer *y = &m->layers[0];
+    struct { const char *name; int64_t K, N; const float *W; } sh[3] = {
+        {"q/k/v/o (768->768)", 768, 768, y->q_w},
+        {"fc1 (768->3072)", 768, 3072, y->fc1_w},
+        {"fc2 (3072->768)", 3072, 768, y->fc2_w},
+    };
+    printf("\nGEMM layout: weights in place ('ba') vs a reordered copy ('any'), best of %d\n", iters);
+    printf("%-22s %6s %10s %10s %8s %10s\n", "shape", "M", "ba ms", "any ms", "ba/any", "reorder ms");
+    const int Ms[3] = {197, 8 * 197, 32 * 197};
+    for (int s = 0; s < 3; s++)
+        for (int mi = 0; mi < 3; mi++) {
+            double r0, r1, tb = 1e30, ta = 1e30;
+            for (int rep = 0; rep < 2; rep++) {   /* interleaved, best of both */
+                tb = fmin(tb, time_linear(eng, strm, Ms[mi], sh[s].K, sh[s].N, sh[s].W, false, iters, &r0));
+                ta = fmin(ta, time_linear(eng, strm, Ms[mi], sh[s].K, sh[s].N, sh[s].W, true, iters, &r1));
+            }
+            printf("%-22s %6d %10.3f %10.3f %8.2f %10.2f\n", sh[s].name, Ms[mi], tb, ta, tb / ta, r1);
+        }
+    dnnl_stream_destroy(strm);
+    dnnl_engine_destroy(eng);
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T] "
+                    "[--precision fp32|int8] [--layers L] [--contend] [--gemm-layout] "
+                    "[--compare-int8]\n");
+}
+
+static int compare_int8(const struct vitb *m, int threads, int nimg)
+{
+    struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = threads,
+                                .max_batch = nimg};
+    struct vs_err err = {0};
+    void *c32 = NULL, *c8 = NULL;
+    if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &c32, &err) != VS_OK) goto fail;
+    o.precision = VS_PRECISION_INT8;
+    if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &c8, &err) != VS_OK) goto fail;
+    const size_t img = 3 * 224 * 224;
+    float *pix = malloc(img * nimg * sizeof(float));
+    float *a = malloc(1000 * (size_t)nimg * sizeof(float)), *b = malloc(1000 * (size_t)nimg * sizeof(float));
+    fill(pix, img * nimg, 1.0f, 0);
+    if (vs_backend_cpu.forward(c32, pix, nimg, a, &err) != VS_OK ||
+        vs_backend_cpu.forward(c8, pix, nimg, b, &err) != VS_OK)
+        goto fail;
+    double worst = 0, scale = 0, cmin = 1;
+    int agree = 0;
+    for (int i = 0; i < nimg; i++) {
+        double dot = 0, na = 0, nb = 0;
+        int ia = 0, ib = 0;
+        for (int j = 0; j < 1000; j++) {
+            const double x = a[i * 1000 + j], yv = b[i * 1000 + j];
+            dot += x * yv; na += x * x; nb += yv * yv;
+            worst = fmax(worst, fabs(x - yv));
+            scale = fmax(scale, fabs(x));
+            if (x > a[i * 1000 + ia]) ia = j;
+            if (yv > b[i * 1000 + ib]) ib = j;
+        }
+        cmin = fmin(cmin, dot / sqrt(na * nb));
+        agree += ia == ib;
+    }
+    printf("\nint8 vs fp32 on %d random images (random ViT-B weights): max|d logit| %.4f "
+           "(max |logit| %.3f), min cosine %.6f, top-1 agreement %d/%d\n",
+           nimg, worst, scale, cmin, agree, nimg);
+    free(pix); free(a); free(b);
+    vs_backend_cpu.destroy(c32);
+    vs_backend_cpu.destroy(c8);
+    return 0;
+fail:
+    fprintf(stderr, "compare-int8: %s\n", err.msg);
+    vs_backend_cpu.destroy(c32);
+    vs_backend_cpu.destroy(c8);
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    int batches[16] = {1, 8, 32}, nb = 3, iters = 0, threads = 0, layers = 12;
+    bool contend = false, layout = false, cmp8 = false;
+    enum vs_precision prec = VS_PRECISION_FP32;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--batch") && v) {
+            nb = 0;
+            for (char *s = argv[++i]; *s && nb < 16;) {
+                batches[nb++] = (int)strtol(s, &s, 10);
+                if (*s == ',') s++;
+                else if (*s) { usage(); return 2; }
+            }
+        } else if (!strcmp(a, "--iters") && v) iters = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--layers") && v) layers = atoi(argv[++i]);
+        else if (!strcmp(a, "--precision") && v) {
+            ++i;
+            if (!strcmp(v, "fp32")) prec = VS_PRECISION_FP32;
+            else if (!strcmp(v, "int8")) prec = VS_PRECISION_INT8;
+            else { usage(); return 2; }
+        } else if (!strcmp(a, "--contend")) contend = true;
+        else if (!strcmp(a, "--gemm-layout")) layout = true;
+        else if (!strcmp(a, "--compare-int8")) cmp8 = true;
+        else { usage(); return 2; }
+    }
+    int maxb = 1;
+    for (int i = 0; i < nb; i++) {
+        if (batches[i] < 1 || batches[i] > 256) { usage(); return 2; }
+        maxb = VS_MAX(maxb, batches[i]);
+    }
+    struct vitb m;
+    if (layers < 1 || vitb_init(&m, layers) != 0) { fprintf(stderr, "out of memory\n"); return 1; }
+    const char *wp = getenv("OMP_WAIT_POLICY");
+    printf("ViT-B/16 224x224, %d layers, random weights; %s; OMP_WAIT_POLICY=%s\n", layers,
+           prec == VS_PRECISION_INT8 ? "int8" : "fp32", wp ? wp : "(unset)");
+    if (layout) {
+        gemm_layout(&m, iters > 0 ? iters : 5);
+        free(m.mem);
+        free(m.layers);
+        return 0;
+    }
+    if (cmp8) {
+        const int r = compare_int8(&m, threads, iters > 0 ? iters : 16);
+        free(m.mem);
+        free(m.layers);
+        return r;
+    }
+
+    struct vs_backend_opts o = {.precision = prec, .threads = threads, .max_batch = maxb};
+    struct vs_err err = {0};
+    void *ctx = NULL;
+    const double tc = vs_now_ms();
+    if (vs_backend_cpu.create(&m.cfg, &m.w, &o, &ctx, &err) != VS_OK) {
+        fprintf(stderr, "create: %s\n", err.msg);
+        return 1;
+    }
+    const double create_ms = vs_now_ms() - tc;
+    struct vs_cpu_stats st;
+    vs_model_cpu_stats(ctx, &st, true);
+    const double peak_here = fma_peak(st.threads);
+    printf("device: %s\nrow kernels %s, threads %d, create %.1f ms, measured FMA peak here "
+           "%.1f GFLOP/s (%d threads)\n", vs_backend_cpu.device_name(ctx), st.kernels,
+           st.threads, create_ms, peak_here, st.threads);
+    const double fl = flops_per_image(&m.cfg);
+    printf("%.2f GFLOP per image\n\n", fl / 1e9);
+    printf("%5s %10s %10s %10s %9s %9s %9s %9s %10s%s\n", "batch", "median ms", "min ms",
+           "first ms", "img/s", "GFLOP/s", "%343", "%here", "non-GEMM",
+           contend ? "  contender Mit/s" : "");
+
+    const size_t img = 3 * 224 * 224;
+    float *pix = malloc(img * maxb * sizeof(float));
+    float *logits = malloc((size_t)maxb * 1000 * sizeof(float));
+    fill(pix, img * maxb, 1.0f, 0);
+    for (int bi = 0; bi < nb; bi++) {
+        const int n = batches[bi];
+        const int it = iters > 0 ? iters : (n == 1 ? 20 : (n <= 8 ? 6 : 3));
+        double *t = malloc(sizeof(double) * it);
+        const double tf = vs_now_ms();
+        if (vs_backend_cpu.forward(ctx, pix, n, logits, &err) != VS_OK) {
+            fprintf(stderr, "forward: %s\n", err.msg);
+            return 1;
+        }
+        const double first = vs_now_ms() - tf;   /* includes building the plan */
+        vs_backend_cpu.forward(ctx, pix, n, logits, &err);
+        vs_model_cpu_stats(ctx, &st, true);
+        pthread_t cth;
+        uint64_t cwork = 0;
+        atomic_store(&stop_flag, 0);
+        if (contend) pthread_create(&cth, NULL, contender, &cwork);
+        const double t_all = vs_now_ms();
+        for (int i = 0; i < it; i++) {
+            const double t0 = vs_now_ms();
+            vs_backend_cpu.forward(ctx, pix, n, logits, &err);
+            t[i] = vs_now_ms() - t0;
+        }
+        const double wall = vs_now_ms() - t_all;
+        if (contend) {
+            atomic_store(&stop_flag, 1);
+            pthread_join(cth, NULL);
+        }
+        vs_model_cpu_stats(ctx, &st, true);
+        qsort(t, it, sizeof *t, cmp_double);
+        const double med = t[it / 2], mn = t[0];
+        const double gf = fl * n / (med / 1e3) / 1e9;
+        const double other = st.total_ns ? 1.0 - (double)st.gemm_ns / st.total_ns : 0;
+        printf("%5d %10.1f %10.1f %10.1f %9.2f %9.1f %8.1f%% %8.1f%% %9.1f%%", n, med, mn, first,
+               n / (med / 1e3), gf, 100 * gf / XEON_PEAK_GFLOPS,
+               peak_here > 0 ? 100 * gf / peak_here : 0, 100 * other);
+        if (contend) printf("  %10.1f", (double)cwork * 1000.0 / (wall / 1e3) / 1e6);
+        printf("\n");
+        free(t);
+    }
+    printf("\noneDNN: %s\n", st.impl);
+    vs_backend_cpu.destroy(ctx);
+    free(pix);
+    free(logits);
+    free(m.mem);
+    free(m.layers);
+    return 0;
+}
