@@ -977,11 +977,11 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     if (cfg->http_threads == 0) flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
     else flags |= MHD_USE_EPOLL;
     struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s},
         {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->idle_timeout_s, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, s},
-        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s},
         {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
         {cfg->http_threads > 0 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_THREAD_STACK_SIZE,

@@ -1,0 +1,262 @@
+/* test_serve_batcher.c: the dynamic batcher (src/serve/batcher.c) with a
+ * fake compute function: batches formed up to max_batch, the timeout flush
+ * of a lone item, queue full -> VS_BUSY, items past their deadline dropped
+ * before compute, compute errors reaching every item, draining on destroy.
+ * VS_TEST_LABELS: tsan */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "serve/batcher.h"
+
+#define IN 4   /* floats per input row */
+#define OUT 2  /* floats per output row */
+
+struct fake {
+    atomic_int calls;
+    atomic_int rows;
+    atomic_int max_n;
+    atomic_int gate;        /* while 1, compute blocks (to fill the queue) */
+    atomic_int in_compute;
+    enum vs_status fail_with;
+    atomic_int observed_batches;
+};
+
+/* out[i] = {sum(in[i]), n}: proves rows are not mixed up. */
+static enum vs_status fake_compute(void *ctx, const float *in, int n, float *out,
+                                   struct vs_err *err)
+{
+    struct fake *f = ctx;
+    atomic_fetch_add(&f->in_compute, 1);
+    while (atomic_load(&f->gate)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_fetch_add(&f->calls, 1);
+    atomic_fetch_add(&f->rows, n);
+    int m = atomic_load(&f->max_n);
+    while (n > m && !atomic_compare_exchange_weak(&f->max_n, &m, n)) {}
+    if (f->fail_with) return vs_err_set(err, f->fail_with, "fake backend failure");
+    for (int i = 0; i < n; i++) {
+        float s = 0;
+        for (int j = 0; j < IN; j++) s += in[i * IN + j];
+        out[i * OUT] = s;
+        out[i * OUT + 1] = (float)n;
+    }
+    return VS_OK;
+}
+
+static void fake_observe(void *ctx, int n, const double *wait_s)
+{
+    struct fake *f = ctx;
+    for (int i = 0; i < n; i++) assert_true(wait_s[i] >= 0);
+    atomic_fetch_add(&f->observed_batches, 1);
+}
+
+static struct vs_batcher *make(struct fake *f, int max_batch, int timeout_ms, int max_queue)
+{
+    struct vs_batcher_config cfg = {.max_batch = max_batch, .timeout_ms = timeout_ms,
+                                    .max_queue = max_queue, .in_floats = IN, .out_floats = OUT,
+                                    .compute = fake_compute, .observe = fake_observe, .ctx = f};
+    struct vs_batcher *b = NULL;
+    assert_int_equal(vs_batcher_create(&cfg, &b, NULL), VS_OK);
+    return b;
+}
+
+struct item_buf {
+    float in[IN], out[OUT];
+    struct vs_batch_item it;
+};
+
+static void prep(struct item_buf *x, float v, uint64_t deadline)
+{
+    memset(x, 0, sizeof *x);
+    for (int j = 0; j < IN; j++) x->in[j] = v;
+    x->it.in = x->in;
+    x->it.out = x->out;
+    x->it.deadline_ns = deadline;
+}
+
+static void test_group_forms_batches(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    /* Long timeout: batches can only form by reaching max_batch (4). */
+    struct vs_batcher *b = make(&f, 4, 10000, 64);
+    enum { N = 10 };
+    struct item_buf x[N];
+    struct vs_batch_item *items[N];
+    for (int i = 0; i < N; i++) { prep(&x[i], (float)i, 0); items[i] = &x[i].it; }
+    assert_int_equal(vs_batcher_submit(b, items, 8, NULL), VS_OK);
+    vs_batcher_wait(b, items, 8); /* two full batches of 4, no timeout wait */
+    assert_int_equal(atomic_load(&f.calls), 2);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(x[i].it.status, VS_OK);
+        assert_true(x[i].out[0] == 4.0f * (float)i); /* its own row */
+        assert_int_equal(x[i].it.batch_size, 4);
+    }
+    vs_batcher_destroy(b); /* nothing queued: returns at once */
+    assert_int_equal(atomic_load(&f.observed_batches), 2);
+}
+
+static void test_timeout_flush(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    struct vs_batcher *b = make(&f, 32, 20, 64);
+    struct item_buf x;
+    prep(&x, 1, 0);
+    struct vs_batch_item *items[1] = {&x.it};
+    uint64_t t0 = vs_now_ns();
+    assert_int_equal(vs_batcher_submit(b, items, 1, NULL), VS_OK);
+    vs_batcher_wait(b, items, 1);
+    /* A lone item runs alone once the timeout has passed (and not before). */
+    assert_true(vs_now_ns() - t0 >= 19000000u);
+    assert_int_equal(x.it.status, VS_OK);
+    assert_int_equal(x.it.batch_size, 1);
+    assert_true(x.out[1] == 1.0f);
+    vs_batcher_destroy(b);
+}
+
+static void test_queue_full_and_deadline(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    atomic_store(&f.gate, 1);
+    struct vs_batcher *b = make(&f, 1, 0, 3);
+    struct item_buf x[6];
+    struct vs_batch_item *items[6];
+    for (int i = 0; i < 6; i++) { prep(&x[i], (float)i, 0); items[i] = &x[i].it; }
+    /* First item is taken and blocks in compute. */
+    assert_int_equal(vs_batcher_submit(b, &items[0], 1, NULL), VS_OK);
+    while (!atomic_load(&f.in_compute)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* Item 1 gets a deadline that will have passed when it is taken. */
+    x[1].it.deadline_ns = vs_now_ns() + 1000000u;
+    assert_int_equal(vs_batcher_submit(b, &items[1], 2, NULL), VS_OK);
+    assert_int_equal(vs_batcher_depth(b), 2);
+    struct vs_err err = {0};
+    assert_int_equal(vs_batcher_submit(b, &items[3], 2, &err), VS_BUSY); /* 2 + 2 > 3 */
+    assert_non_null(strstr(err.msg, "queue is full"));
+    assert_int_equal(vs_batcher_depth(b), 2); /* nothing of the refused group queued */
+    assert_int_equal(vs_batcher_submit(b, &items[3], 1, NULL), VS_OK);
+    struct timespec ts = {0, 5000000};
+    nanosleep(&ts, NULL);
+    atomic_store(&f.gate, 0);
+    vs_batcher_wait(b, items, 3);
+    vs_batcher_wait(b, &items[3], 1);
+    assert_int_equal(x[0].it.status, VS_OK);
+    assert_int_equal(x[1].it.status, VS_TIMEOUT);
+    assert_int_equal(x[1].it.batch_size, 0);
+    assert_non_null(strstr(x[1].it.msg, "deadline"));
+    assert_int_equal(x[2].it.status, VS_OK);
+    assert_int_equal(x[3].it.status, VS_OK);
+    assert_int_equal(atomic_load(&f.rows), 3); /* the dropped item never reached compute */
+    vs_batcher_destroy(b);
+}
+
+static void test_oversized_group_into_empty_queue(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    struct vs_batcher *b = make(&f, 2, 0, 2);
+    struct item_buf x[5];
+    struct vs_batch_item *items[5];
+    for (int i = 0; i < 5; i++) { prep(&x[i], 1, 0); items[i] = &x[i].it; }
+    assert_int_equal(vs_batcher_submit(b, items, 5, NULL), VS_OK);
+    vs_batcher_wait(b, items, 5);
+    for (int i = 0; i < 5; i++) assert_int_equal(x[i].it.status, VS_OK);
+    assert_int_equal(atomic_load(&f.max_n), 2);
+    vs_batcher_destroy(b);
+}
+
+static void test_compute_error(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    f.fail_with = VS_BACKEND;
+    struct vs_batcher *b = make(&f, 8, 0, 8);
+    struct item_buf x[3];
+    struct vs_batch_item *items[3];
+    for (int i = 0; i < 3; i++) { prep(&x[i], 1, 0); items[i] = &x[i].it; }
+    assert_int_equal(vs_batcher_submit(b, items, 3, NULL), VS_OK);
+    vs_batcher_wait(b, items, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(x[i].it.status, VS_BACKEND);
+        assert_string_equal(x[i].it.msg, "fake backend failure");
+    }
+    vs_batcher_destroy(b);
+}
+
+struct client {
+    struct vs_batcher *b;
+    int id;
+    struct item_buf x;
+};
+
+static void *client_main(void *p)
+{
+    struct client *c = p;
+    prep(&c->x, (float)c->id, 0);
+    struct vs_batch_item *it = &c->x.it;
+    while (vs_batcher_submit(c->b, &it, 1, NULL) != VS_OK) {}
+    vs_batcher_wait(c->b, &it, 1);
+    return NULL;
+}
+
+static void test_concurrent_clients(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    struct vs_batcher *b = make(&f, 8, 200, 64);
+    enum { N = 24 };
+    struct client cl[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        cl[i].b = b;
+        cl[i].id = i;
+        assert_int_equal(pthread_create(&th[i], NULL, client_main, &cl[i]), 0);
+    }
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(cl[i].x.it.status, VS_OK);
+        assert_true(cl[i].x.out[0] == 4.0f * (float)i);
+    }
+    assert_int_equal(atomic_load(&f.rows), N);
+    assert_true(atomic_load(&f.calls) < N); /* some batches held several clients */
+    vs_batcher_destroy(b);
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    struct vs_batcher_config cfg = {.max_batch = 0, .max_queue = 1, .in_floats = 1,
+                                    .out_floats = 1, .compute = fake_compute};
+    struct vs_batcher *b = NULL;
+    struct vs_err err = {0};
+    assert_int_equal(vs_batcher_create(&cfg, &b, &err), VS_BAD_INPUT);
+    assert_null(b);
+    vs_batcher_destroy(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_group_forms_batches),
+        cmocka_unit_test(test_timeout_flush),
+        cmocka_unit_test(test_queue_full_and_deadline),
+        cmocka_unit_test(test_oversized_group_into_empty_queue),
+        cmocka_unit_test(test_compute_error),
+        cmocka_unit_test(test_concurrent_clients),
+        cmocka_unit_test(test_bad_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

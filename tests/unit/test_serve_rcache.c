@@ -1,0 +1,245 @@
+/* test_serve_rcache.c: the result cache (src/serve/rcache.c) with an
+ * injected clock: LRU eviction order, TTL expiry, capacity 0, reference
+ * counts across eviction, and single-flight across threads.
+ * VS_TEST_LABELS: tsan */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "serve/rcache.h"
+
+static void key_of(int i, uint8_t key[32])
+{
+    memset(key, 0, 32);
+    key[0] = (uint8_t)i;      /* bucket bits */
+    key[31] = (uint8_t)(i >> 8);
+}
+
+/* Looks key i up; on a miss fills it with {i, i+0.5}.  Returns the state. */
+static int touch(struct vs_rcache *c, int i, uint64_t now)
+{
+    uint8_t k[32];
+    struct vs_rcache_entry *e;
+    key_of(i, k);
+    int st = vs_rcache_lookup(c, k, now, &e);
+    assert_true(st >= 0);
+    if (st == VS_RCACHE_CLAIMED) {
+        float v[2] = {(float)i, (float)i + 0.5f};
+        assert_int_equal(vs_rcache_fill(c, e, v, 2, now, NULL), VS_OK);
+    } else {
+        assert_int_equal(st, VS_RCACHE_HIT);
+        int n;
+        const float *v = vs_rcache_values(e, &n);
+        assert_int_equal(n, 2);
+        assert_true(v[0] == (float)i && v[1] == (float)i + 0.5f);
+    }
+    vs_rcache_release(c, e);
+    return st;
+}
+
+static void test_lru_order(void **state)
+{
+    (void)state;
+    struct vs_rcache *c;
+    assert_int_equal(vs_rcache_create(3, 0, &c, NULL), VS_OK);
+    assert_int_equal(touch(c, 1, 0), VS_RCACHE_CLAIMED);
+    assert_int_equal(touch(c, 2, 0), VS_RCACHE_CLAIMED);
+    assert_int_equal(touch(c, 3, 0), VS_RCACHE_CLAIMED);
+    assert_int_equal(touch(c, 1, 0), VS_RCACHE_HIT);      /* 1 becomes most recent */
+    assert_int_equal(touch(c, 4, 0), VS_RCACHE_CLAIMED);  /* evicts 2, the LRU */
+    struct vs_rcache_stats s;
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.evictions, 1);
+    assert_int_equal(s.entries, 3);
+    assert_int_equal(touch(c, 3, 0), VS_RCACHE_HIT);
+    assert_int_equal(touch(c, 1, 0), VS_RCACHE_HIT);
+    assert_int_equal(touch(c, 4, 0), VS_RCACHE_HIT);
+    assert_int_equal(touch(c, 2, 0), VS_RCACHE_CLAIMED);  /* was evicted; evicts 3 now */
+    assert_int_equal(touch(c, 3, 0), VS_RCACHE_CLAIMED);
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.hits, 4);
+    assert_int_equal(s.misses, 6);
+    assert_int_equal(s.evictions, 3);
+    vs_rcache_destroy(c);
+}
+
+static void test_ttl(void **state)
+{
+    (void)state;
+    struct vs_rcache *c;
+    assert_int_equal(vs_rcache_create(10, 1000, &c, NULL), VS_OK);
+    assert_int_equal(touch(c, 7, 5000), VS_RCACHE_CLAIMED);
+    assert_int_equal(touch(c, 7, 5999), VS_RCACHE_HIT);   /* 999 ms old */
+    assert_int_equal(touch(c, 7, 6000), VS_RCACHE_CLAIMED); /* 1000 ms: expired */
+    struct vs_rcache_stats s;
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.expirations, 1);
+    assert_int_equal(s.entries, 1);
+    assert_int_equal(touch(c, 7, 6500), VS_RCACHE_HIT);   /* the refill restarted the TTL */
+    vs_rcache_destroy(c);
+}
+
+static void test_disabled(void **state)
+{
+    (void)state;
+    struct vs_rcache *c;
+    assert_int_equal(vs_rcache_create(0, 1000, &c, NULL), VS_OK);
+    assert_int_equal(touch(c, 1, 0), VS_RCACHE_CLAIMED);
+    assert_int_equal(touch(c, 1, 0), VS_RCACHE_CLAIMED);
+    /* no single flight either: two concurrent lookups both claim */
+    uint8_t k[32];
+    key_of(9, k);
+    struct vs_rcache_entry *a, *b;
+    assert_int_equal(vs_rcache_lookup(c, k, 0, &a), VS_RCACHE_CLAIMED);
+    assert_int_equal(vs_rcache_lookup(c, k, 0, &b), VS_RCACHE_CLAIMED);
+    assert_ptr_not_equal(a, b);
+    float v = 1;
+    assert_int_equal(vs_rcache_fill(c, a, &v, 1, 0, NULL), VS_OK);
+    int n;
+    assert_true(vs_rcache_values(a, &n)[0] == 1.0f && n == 1); /* filled values readable */
+    vs_rcache_fail(c, b, NULL);
+    vs_rcache_release(c, a);
+    vs_rcache_release(c, b);
+    struct vs_rcache_stats s;
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.entries, 0);
+    assert_int_equal(s.hits, 0);
+    vs_rcache_destroy(c);
+}
+
+static void test_refcount_survives_eviction(void **state)
+{
+    (void)state;
+    struct vs_rcache *c;
+    assert_int_equal(vs_rcache_create(1, 0, &c, NULL), VS_OK);
+    touch(c, 1, 0);
+    uint8_t k[32];
+    key_of(1, k);
+    struct vs_rcache_entry *held;
+    assert_int_equal(vs_rcache_lookup(c, k, 0, &held), VS_RCACHE_HIT);
+    touch(c, 2, 0); /* evicts entry 1 while we still hold it */
+    int n;
+    const float *v = vs_rcache_values(held, &n);
+    assert_int_equal(n, 2);
+    assert_true(v[0] == 1.0f); /* still readable (ASan would catch a free) */
+    vs_rcache_release(c, held);
+    assert_int_equal(touch(c, 1, 0), VS_RCACHE_CLAIMED);
+    vs_rcache_destroy(c);
+}
+
+struct sf_arg {
+    struct vs_rcache *c;
+    int state;
+    enum vs_status wait_status;
+    float value;
+    char msg[512];
+};
+
+static void *sf_waiter(void *p)
+{
+    struct sf_arg *a = p;
+    uint8_t k[32];
+    key_of(42, k);
+    struct vs_rcache_entry *e;
+    a->state = vs_rcache_lookup(a->c, k, 0, &e);
+    if (a->state == VS_RCACHE_PENDING) {
+        struct vs_err err = {0};
+        a->wait_status = vs_rcache_wait(a->c, e, 0, &err);
+        snprintf(a->msg, sizeof a->msg, "%s", err.msg);
+        if (a->wait_status == VS_OK) a->value = vs_rcache_values(e, NULL)[0];
+    }
+    vs_rcache_release(a->c, e);
+    return NULL;
+}
+
+static void single_flight(bool succeed)
+{
+    struct vs_rcache *c;
+    assert_int_equal(vs_rcache_create(4, 0, &c, NULL), VS_OK);
+    uint8_t k[32];
+    key_of(42, k);
+    struct vs_rcache_entry *mine;
+    assert_int_equal(vs_rcache_lookup(c, k, 0, &mine), VS_RCACHE_CLAIMED);
+    enum { N = 6 };
+    pthread_t th[N];
+    struct sf_arg args[N];
+    for (int i = 0; i < N; i++) {
+        memset(&args[i], 0, sizeof args[i]);
+        args[i].c = c;
+        assert_int_equal(pthread_create(&th[i], NULL, sf_waiter, &args[i]), 0);
+    }
+    /* Wait until every thread has joined the flight. */
+    for (;;) {
+        struct vs_rcache_stats s;
+        vs_rcache_stats(c, &s);
+        if (s.waits == N) break;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (succeed) {
+        float v = 3.5f;
+        assert_int_equal(vs_rcache_fill(c, mine, &v, 1, 0, NULL), VS_OK);
+    } else {
+        struct vs_err why;
+        vs_err_set(&why, VS_BAD_INPUT, "corrupt JPEG");
+        vs_rcache_fail(c, mine, &why);
+    }
+    vs_rcache_release(c, mine);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].state, VS_RCACHE_PENDING);
+        if (succeed) {
+            assert_int_equal(args[i].wait_status, VS_OK);
+            assert_true(args[i].value == 3.5f);
+        } else {
+            assert_int_equal(args[i].wait_status, VS_BAD_INPUT);
+            assert_string_equal(args[i].msg, "corrupt JPEG");
+        }
+    }
+    struct vs_rcache_stats s;
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.misses, 1); /* computed once */
+    assert_int_equal(s.entries, succeed ? 1 : 0);
+    vs_rcache_destroy(c);
+}
+
+static void test_single_flight_fill(void **state) { (void)state; single_flight(true); }
+static void test_single_flight_fail(void **state) { (void)state; single_flight(false); }
+
+static void test_wait_timeout(void **state)
+{
+    (void)state;
+    struct vs_rcache *c;
+    assert_int_equal(vs_rcache_create(4, 0, &c, NULL), VS_OK);
+    uint8_t k[32];
+    key_of(5, k);
+    struct vs_rcache_entry *mine, *other;
+    assert_int_equal(vs_rcache_lookup(c, k, 0, &mine), VS_RCACHE_CLAIMED);
+    assert_int_equal(vs_rcache_lookup(c, k, 0, &other), VS_RCACHE_PENDING);
+    struct vs_err err = {0};
+    assert_int_equal(vs_rcache_wait(c, other, vs_now_ns() + 20000000u, &err), VS_TIMEOUT);
+    vs_rcache_release(c, other);
+    vs_rcache_fail(c, mine, NULL);
+    vs_rcache_release(c, mine);
+    vs_rcache_destroy(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lru_order),
+        cmocka_unit_test(test_ttl),
+        cmocka_unit_test(test_disabled),
+        cmocka_unit_test(test_refcount_survives_eviction),
+        cmocka_unit_test(test_single_flight_fill),
+        cmocka_unit_test(test_single_flight_fail),
+        cmocka_unit_test(test_wait_timeout),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
