@@ -69,7 +69,7 @@ static void sha_hex(const void *data, size_t len, char hex[65])
 /* ---- the HF fixtures --------------------------------------------------- */
 
 /* Checks one image; returns the number of problems (each printed). */
-static int check_image(json_t *rec, const struct vs_preproc *p, int *checked)
+static int check_image(json_t *rec, const struct vs_preproc *p, int *checked, int *exact)
 {
     const char *file = json_string_value(json_object_get(rec, "file"));
     const char *status = json_string_value(json_object_get(rec, "status"));
@@ -138,6 +138,7 @@ static int check_image(json_t *rec, const struct vs_preproc *p, int *checked)
             if (d > maxd) maxd = d;
             nd += px[i] != r;
         }
+        *exact += nd == 0;
         if (maxd > 1e-6) {
             printf("  %s: pixel_values max |d| %.3g (%zu of %zu values differ)\n", file, maxd, nd, n);
             problems++;
@@ -164,12 +165,13 @@ static void test_fixture_images(void **state)
     if (!j) fail_msg("%s:%d: %s", path, je.line, je.text);
     json_t *images = json_object_get(j, "images");
     assert_true(json_array_size(images) > 0);
-    int problems = 0, checked = 0;
+    int problems = 0, checked = 0, exact = 0;
     size_t i;
     json_t *rec;
-    json_array_foreach(images, i, rec) problems += check_image(rec, &p, &checked);
+    json_array_foreach(images, i, rec) problems += check_image(rec, &p, &checked, &exact);
     json_decref(j);
-    printf("  %d fixture images decoded and compared, %d problems\n", checked, problems);
+    printf("  %d fixture images decoded and compared, %d problems, %d bit-identical\n",
+           checked, problems, exact);
     assert_int_equal(problems, 0);
     assert_int_equal(checked, 22);      /* 20 "ok" + 2 channels_last variants */
 }
