@@ -9,8 +9,8 @@
  *              [--act NAME] [--no-qkv-bias] [--problem-type T] [--extra-tensor]
  *
  * Weights come from a fixed-seed PRNG (splitmix64 -> Box-Muller), each
- * tensor seeded from (seed, tensor index) so the values do not depend on
- * dtype or sharding.  They are scaled so that the logits depend on the
+ * tensor seeded from (seed, tensor name) so the values do not depend on
+ * dtype, sharding or extra tensors.  They are scaled so that the logits depend on the
  * input (unit-ish activations: linear std ~ 1/sqrt(fan_in), LayerNorm
  * gammas near 1).  --round F16|BF16 rounds every value to that type before
  * storing it in --dtype, so an F32 checkpoint can hold exactly the values
@@ -80,10 +80,12 @@ static double uniform(uint64_t *s)
 }
 
 /* n draws: value = (kind == K_GAMMA) + scale * N(0, 1), rounded to `round`. */
-static void fill(const struct tensor *t, uint64_t seed, int index, enum vs_st_dtype round,
-                 float *out)
+static void fill(const struct tensor *t, uint64_t seed, enum vs_st_dtype round, float *out)
 {
-    uint64_t s = seed * 0x100000001b3ull + (uint64_t)index * 0x9e3779b97f4a7c15ull;
+    /* Stream per (seed, tensor name): FNV-1a of the name, so values do not
+     * depend on which other tensors exist. */
+    uint64_t s = 0xcbf29ce484222325ull ^ seed;
+    for (const char *c = t->name; *c; c++) s = (s ^ (uint8_t)*c) * 0x100000001b3ull;
     for (uint64_t i = 0; i < t->numel; i += 2) {
         double r = sqrt(-2.0 * log(uniform(&s))), th = 6.283185307179586 * uniform(&s);
         double z[2] = {r * cos(th), r * sin(th)};
@@ -286,7 +288,7 @@ static void write_shard(const struct spec *sp, struct tensor *t, int n, int si, 
     if (fwrite(n8, 1, 8, f) != 8 || fwrite(h, 1, len, f) != len) die("write %s failed", path);
     for (int i = 0; i < n; i++) {
         if (t[i].shard != si) continue;
-        fill(&t[i], sp->seed, i, sp->round, v);
+        fill(&t[i], sp->seed, sp->round, v);
         const uint8_t *out = (const uint8_t *)v;
         if (sp->dtype != VS_ST_F32) {
             for (uint64_t k = 0; k < t[i].numel; k++) {
