@@ -1,0 +1,85 @@
+"""test_serve_cache: the result cache over real HTTP — hits, every top_k from
+one entry, TTL expiry, LRU eviction, single flight (identical concurrent
+misses computed once), and --cache-entries 0, read from the answers'
+`cached` flag and the cache counters in /metrics."""
+import threading
+import time
+
+import vstest
+from vstest import check
+from serve_harness import Server, fixture_images
+
+imgs = fixture_images()
+A, B, C = imgs[0][1], imgs[1][1], imgs[2][1]
+
+
+def counters(s):
+    m = s.metrics()
+    return {k: m[k] for k in ("cache_hits_total", "cache_misses_total", "cache_evictions_total",
+                              "cache_expirations_total", "cache_coalesced_total", "cache_entries")}
+
+
+# --- hits, any top_k from one entry, eviction in LRU order
+with Server("--cache-entries", "2") as s:
+    st, _, a1 = s.predict(A, top_k=3)
+    st2, _, a2 = s.predict(A, top_k=10)
+    check(st == 200 and st2 == 200, "answers")
+    check(a1["cached"] is False and a2["cached"] is True, "second identical request is a hit")
+    check(len(a2["predictions"]) == 10, "a hit serves a larger top_k than the first request")
+    check(a2["predictions"][:3] == a1["predictions"], "the hit agrees with the computed answer")
+    c = counters(s)
+    check(c["cache_hits_total"] == 1 and c["cache_misses_total"] == 1, f"counters {c}")
+    check(c["cache_entries"] == 1, "one entry")
+    s.predict(B)                    # cache: B, A
+    s.predict(A)                    # hit; cache: A, B
+    s.predict(C)                    # evicts B (least recently used)
+    c = counters(s)
+    check(c["cache_evictions_total"] == 1 and c["cache_entries"] == 2, f"eviction counted {c}")
+    check(s.predict(A)[2]["cached"] is True, "A stayed (recently used)")
+    check(s.predict(B)[2]["cached"] is False, "B was evicted")
+    check(s.stop() == 0, "clean exit")
+
+# --- TTL expiry
+with Server("--cache-ttl-s", "0.5") as s:
+    check(s.predict(A)[2]["cached"] is False, "miss")
+    check(s.predict(A)[2]["cached"] is True, "hit within the TTL")
+    time.sleep(0.8)
+    check(s.predict(A)[2]["cached"] is False, "expired after the TTL")
+    c = counters(s)
+    check(c["cache_expirations_total"] == 1 and c["cache_misses_total"] == 2, f"expiry counted {c}")
+    check(s.stop() == 0, "clean exit")
+
+# --- single flight: 8 identical requests at once, computed once
+with Server("--batch-timeout-ms", "400") as s:
+    n = 8
+    out = [None] * n
+    barrier = threading.Barrier(n)
+
+    def client(i):
+        barrier.wait()
+        out[i] = s.predict(A, top_k=5)
+
+    th = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    check(all(o[0] == 200 for o in out), "all answered")
+    check(all(o[2]["predictions"] == out[0][2]["predictions"] for o in out), "identical answers")
+    c = counters(s)
+    check(c["cache_misses_total"] == 1, f"computed once ({c})")
+    check(c["cache_hits_total"] + c["cache_coalesced_total"] == n - 1, f"the others waited or hit ({c})")
+    check(c["cache_coalesced_total"] >= 1, "at least one request joined the flight")
+    check(s.metrics()["batch_size_sum"] == 1, "one image through the model")
+    check(sum(1 for o in out if o[2]["cached"] is False) == 1, "exactly one answer computed")
+    check(s.stop() == 0, "clean exit")
+
+# --- disabled
+with Server("--cache-entries", "0") as s:
+    check(s.predict(A)[2]["cached"] is False and s.predict(A)[2]["cached"] is False,
+          "nothing is cached with --cache-entries 0")
+    c = counters(s)
+    check(c["cache_hits_total"] == 0 and c["cache_entries"] == 0, f"no hits {c}")
+    check(s.stop() == 0, "clean exit")
+
+vstest.done()
