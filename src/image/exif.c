@@ -193,13 +193,32 @@ uint8_t *vs_orient_apply(const uint8_t *rgb, int w, int h, int orientation,
     if (!vs_mul_size((size_t)w * 3, (size_t)h, &n)) return NULL;
     uint8_t *out = malloc(n ? n : 1);
     if (!out) return NULL;
-    uint8_t *o = out;
-    for (int y = 0; y < oh; y++) {
-        const uint8_t *s = rgb + p0 + (ptrdiff_t)y * sy_;
-        for (int x = 0; x < ow; x++, s += sx_, o += 3) {
-            o[0] = s[0];
-            o[1] = s[1];
-            o[2] = s[2];
+    if (orientation == 4) {   /* FLIP_TOP_BOTTOM: whole rows */
+        for (int y = 0; y < oh; y++)
+            memcpy(out + (size_t)y * (size_t)row, rgb + (size_t)(h - 1 - y) * (size_t)row,
+                   (size_t)row);
+        *out_w = ow;
+        *out_h = oh;
+        return out;
+    }
+    /* Walk the output in T x T tiles: for the transposing orientations
+     * (5..8) a whole output row reads a source column, so untiled the
+     * source would be streamed through the cache once per output row. */
+    enum { T = 64 };
+    const ptrdiff_t orow = (ptrdiff_t)ow * 3;
+    for (int ty = 0; ty < oh; ty += T) {
+        int ye = ty + T < oh ? ty + T : oh;
+        for (int tx = 0; tx < ow; tx += T) {
+            int xe = tx + T < ow ? tx + T : ow;
+            for (int y = ty; y < ye; y++) {
+                const uint8_t *restrict s = rgb + p0 + (ptrdiff_t)y * sy_ + (ptrdiff_t)tx * sx_;
+                uint8_t *restrict o = out + (ptrdiff_t)y * orow + (ptrdiff_t)tx * 3;
+                for (int x = tx; x < xe; x++, s += sx_, o += 3) {
+                    o[0] = s[0];
+                    o[1] = s[1];
+                    o[2] = s[2];
+                }
+            }
         }
     }
     *out_w = ow;
