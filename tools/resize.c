@@ -22,8 +22,8 @@ static int parse_int(const char *s, const char *what, int *out)
 {
     char *end;
     long v = strtol(s, &end, 10);
-    if (!*s || *end || v < 1 || v > 1000000) {
-        fprintf(stderr, "vs-resize: %s must be an integer in 1..1000000, got '%s'\n", what, s);
+    if (!*s || *end || v < 1 || v > 100000000) {
+        fprintf(stderr, "vs-resize: %s must be an integer in 1..100000000, got '%s'\n", what, s);
         return -1;
     }
     *out = (int)v;

@@ -161,11 +161,14 @@ static enum vs_status axis_build(struct axis *a, int in_size, int out_size,
         return vs_err_set(err, VS_TOO_LARGE, "resize %s: %d -> %d needs a filter of %.0f taps",
                           what, in_size, out_size, 2 * ceil_support + 1);
     int stride = (int)ceil_support * 2 + 1;
-    size_t nk;
-    if (!vs_mul_size((size_t)out_size, (size_t)stride, &nk) ||
-        nk > SIZE_MAX / sizeof(double))
-        return vs_err_set(err, VS_TOO_LARGE, "resize %s: %d x %d weights overflow",
-                          what, out_size, stride);
+    /* Pillow refuses (MemoryError) when out_size * stride doubles would
+     * pass INT_MAX bytes; so do we, which also bounds our table to 1 GiB
+     * of int32.  Only huge shrinks hit it (e.g. 50M x 1 -> 200 x 1, lanczos). */
+    if (stride > INT_MAX / (int)sizeof(double) ||
+        out_size > INT_MAX / (stride * (int)sizeof(double)))
+        return vs_err_set(err, VS_TOO_LARGE, "resize %s: %d -> %d needs %d x %d filter weights "
+                          "(Pillow refuses this too)", what, in_size, out_size, out_size, stride);
+    size_t nk = (size_t)out_size * (size_t)stride;
     double *w = malloc(sizeof *w * (size_t)stride);          /* (stride) */
     a->first = malloc(sizeof *a->first * (size_t)out_size);
     a->count = malloc(sizeof *a->count * (size_t)out_size);

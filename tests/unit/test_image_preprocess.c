@@ -285,7 +285,7 @@ static void test_resize_identity_and_constant(void **state)
 static void test_resize_errors(void **state)
 {
     (void)state;
-    uint8_t src[4 * 4 * 3] = {0}, dst[4 * 4 * 3];
+    uint8_t src[4 * 4 * 3] = {0}, dst[200 * 3];
     struct vs_err err = {0};
     assert_int_equal(vs_image_resize(src, 4, 4, dst, 2, 2, (enum vs_resample)6, &err), VS_BAD_INPUT);
     assert_non_null(strstr(err.msg, "6"));
@@ -294,6 +294,17 @@ static void test_resize_errors(void **state)
     assert_int_equal(vs_image_resize(src, 4, 4, dst, 4, 4, (enum vs_resample)9, &err), VS_BAD_INPUT);
     assert_int_equal(vs_image_resize(src, 4, 4, dst, 0, 2, VS_RESAMPLE_BILINEAR, &err), VS_BAD_INPUT);
     assert_int_equal(vs_image_resize(src, 4, 0, dst, 2, 2, VS_RESAMPLE_BILINEAR, &err), VS_BAD_INPUT);
+
+    /* Pillow 9.4 raises MemoryError for a weight table over INT_MAX bytes
+     * (checked: Image.new("RGB", (50_000_000, 1)).resize((200, 1), LANCZOS));
+     * BILINEAR's smaller support stays under it.  Refused before any pixel
+     * is read, so the (lazily zeroed) buffer is never touched. */
+    uint8_t *wide = calloc((size_t)50000000 * 3, 1);
+    assert_non_null(wide);
+    assert_int_equal(vs_image_resize(wide, 50000000, 1, dst, 200, 1, VS_RESAMPLE_LANCZOS, &err),
+                     VS_TOO_LARGE);
+    assert_non_null(strstr(err.msg, "50000000"));
+    free(wide);
 
     struct vs_image img = {.width = 4, .height = 4, .rgb = src};
     float out[3 * 4 * 4];
