@@ -14,11 +14,13 @@
  * checked before any path is built (no "..", no odd characters), so an id
  * can never name a path outside the cache.
  *
- * Not found locally -> hub_fetch(), the seam where downloading will go;
- * today it only reports VS_NOT_FOUND with every path looked at.
+ * Not found locally -> hub_fetch(): downloaded by hub_download.c into the
+ * same cache, unless HF_HUB_OFFLINE is set (then VS_NOT_FOUND with every
+ * path looked at).
  * Runs on the loading thread; reads the environment, no state.
  */
 #include "model_internal.h"
+#include "hub_download.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -156,17 +158,18 @@ static bool hub_find_local(const char *root, const char *repo, const char *rev,
     return true;
 }
 
-/* The seam for downloading (a later issue: libcurl against $HF_ENDPOINT
- * with $HF_TOKEN, honouring $HF_HUB_OFFLINE).  Today: not found. */
-static enum vs_status hub_fetch(const char *spec, const char *repo, const char *rev,
-                                const char *looked, char *dir, size_t dir_size,
-                                struct vs_err *err)
+/* Not in the cache: download it, unless HF_HUB_OFFLINE says not to. */
+static enum vs_status hub_fetch(const char *spec, const char *root, const char *repo,
+                                const char *rev, const char *looked, char *dir,
+                                size_t dir_size, struct vs_err *err)
 {
-    (void)repo; (void)rev; (void)dir; (void)dir_size;
-    return vs_err_set(err, VS_NOT_FOUND,
-                      "model '%s' not found; looked at: %s. Downloading from the hub is not "
-                      "supported yet: fetch it with `huggingface-cli download` or pass a folder",
-                      spec, looked);
+    const char *off = getenv("HF_HUB_OFFLINE");
+    if (off && *off && strcmp(off, "0") && strcasecmp(off, "false") && strcasecmp(off, "no"))
+        return vs_err_set(err, VS_NOT_FOUND,
+                          "model '%s' is not in the local cache and HF_HUB_OFFLINE is set; "
+                          "looked at: %s. Unset HF_HUB_OFFLINE to download it from %s, or pass "
+                          "a folder with --model DIR", spec, looked, vs_hub_endpoint());
+    return vs_hub_download(root, repo, rev, dir, dir_size, err);
 }
 
 enum vs_status vs_model_resolve(const char *spec, char *dir, size_t dir_size,
@@ -195,5 +198,5 @@ enum vs_status vs_model_resolve(const char *spec, char *dir, size_t dir_size,
         strcpy(dir, found);
         return VS_OK;
     }
-    return hub_fetch(spec, repo, rev, looked, dir, dir_size, err);
+    return hub_fetch(spec, root, repo, rev, looked, dir, dir_size, err);
 }
