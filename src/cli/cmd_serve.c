@@ -37,7 +37,14 @@ int vs_cmd_serve(int argc, char **argv)
     double request_timeout_s, cache_ttl_s, grace_s;
     size_t cache_entries, max_upload, max_pixels;
     char port_def[16];
-    snprintf(port_def, sizeof port_def, "%s", platform_default("PORT", "7860"));
+    const char *penv = platform_default("PORT", "7860");
+    char *pend = NULL;
+    long pv = strtol(penv, &pend, 10);
+    if (pend == penv || *pend || pv < 0 || pv > 65535) {
+        fprintf(stderr, "vitserve serve: $PORT: '%s' is not a port number (0-65535)\n", penv);
+        return 2;
+    }
+    snprintf(port_def, sizeof port_def, "%ld", pv);
     const char *host_def = platform_default("HOST", "0.0.0.0");
 
     const struct vs_option opts[] = {
