@@ -903,6 +903,20 @@ enum vs_status vs_decode_png(const uint8_t *data, size_t len,
         if (st != VS_OK) goto fail;
     }
 
+    /* exif_transpose parses that block as TIFF (Exif.load): a non-empty
+     * block without an 8-byte TIFF header (II*\0, MM\0*, or the swapped
+     * II\0* / MM*\0 Pillow tolerates) makes Pillow raise there. */
+    if (post.exif) {
+        const uint8_t *e = post.exif;
+        size_t el = post.exif_len;
+        if (el >= 6 && memcmp(e, "Exif\0\0", 6) == 0) { e += 6; el -= 6; }
+        if (el > 0 && (el < 8 || !(memcmp(e, "II*\0", 4) == 0 || memcmp(e, "MM\0*", 4) == 0 ||
+                                    memcmp(e, "II\0*", 4) == 0 || memcmp(e, "MM*\0", 4) == 0))) {
+            st = vs_err_set(err, VS_BAD_INPUT, "PNG: EXIF block of %zu bytes has no TIFF header", el);
+            goto fail;
+        }
+    }
+
     /* ---- plane -> RGB ---- */
     size_t rgb_len;
     if (!vs_mul_size(npx, 3, &rgb_len)) { st = vs_err_set(err, VS_TOO_LARGE, "PNG: too large"); goto fail; }
