@@ -26,8 +26,8 @@
  *     width 0, bad tables, ...) -> VS_BAD_INPUT/VS_UNSUPPORTED with
  *     libjpeg's message; nothing is printed to stderr.
  * The EXIF block is the first APP1 starting "Exif\0" before the first SOS
- * (Pillow keeps the first); see grab_exif for the EXIF/JFIF quirks of
- * Pillow's open that make some files unidentifiable.  The SOF size is checked against the pixel
+ * (Pillow keeps the first).  Pillow's own marker parser runs first
+ * (pillow_open below) and refuses some files libjpeg would decode.  The SOF size is checked against the pixel
  * limit before jpeg_start_decompress allocates anything.  A progress
  * monitor caps the number of scans so that a crafted progressive file
  * cannot make the decoder spin for minutes.
@@ -37,6 +37,7 @@
 #include <limits.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,49 +127,244 @@ static void jctx_free(struct jctx *j)
     free(j->exif);
 }
 
-/* Walks the APP0/APP1 segments before the first SOS in file order, as
- * JpegImagePlugin's APP handler does at open, and copies the first APP1
- * starting "Exif\0" (5 bytes: Pillow's test; prefix kept).  Pillow also
- * loads that EXIF block at open to look for a resolution, unless a JFIF
- * APP0 with density unit 1 came first ("dpi" already known):
- *   - a TIFF prefix with a header cut short raises struct.error there,
- *     which Pillow does not catch: the file is not identified;
- *   - a block that is no TIFF at all raises SyntaxError, which it catches;
- *     the cached, empty EXIF then gives no orientation later, so the block
- *     is dropped here.
- * When "dpi" was already known, the block is kept as is and decode.c
- * rejects a bad header, as exif_transpose would raise.  A "JFIF" APP0
- * shorter than 7 bytes also raises struct.error in Pillow's handler. */
-static enum vs_status grab_exif(struct jctx *j, struct vs_err *err)
+/* ---- Pillow's JpegImageFile._open, replayed ------------------------------
+ *
+ * Pillow identifies a JPEG with its own Python marker parser before libjpeg
+ * sees a byte, and that parser refuses some files libjpeg would decode (and
+ * reads the EXIF and MPF blocks).  pillow_open() walks the same way, from
+ * the byte after "FF D8 FF", until the first SOS:
+ *   - bytes other than FF between markers are skipped; FF FF is fill;
+ *     FF 00 is skipped; a marker outside FFC0..FFFE is "no marker found";
+ *   - SOFn, DHT, DAC, SOS, DQT, DNL, DRI, EXP, APPn and COM read a 2-byte length and
+ *     that many bytes (a length < 2 reads nothing); running out of data
+ *     anywhere fails (struct.error / IndexError / "Truncated File Read");
+ *   - SOF: needs >= 6 bytes, precision 8, 1/3/4 components, whole
+ *     3-byte component records; the last SOF gives the size and mode;
+ *   - DQT: every table complete (1 + 64 or 1 + 128 bytes);
+ *   - APP0 "JFIF": >= 7 bytes (version read unguarded); density unit 1
+ *     with >= 12 bytes makes "dpi" known;
+ *   - APP1 "Exif\0": the first one is the EXIF block; while "dpi" is not
+ *     known Pillow loads it right away to look for a resolution: a TIFF
+ *     header cut short raises struct.error (not caught: file not
+ *     identified); a block that is no TIFF raises SyntaxError (caught;
+ *     Pillow's cached, empty EXIF then has no orientation: block dropped);
+ *     either way "dpi" is known afterwards;
+ *   - APP2 "ICC_PROFILE\0" chunks: at the next SOF the smallest chunk
+ *     (bytes order) must have a 14th byte (the chunk count);
+ *   - APP2 "MPF\0": the last one is the MP index, checked by mpf_check;
+ *   - APP13 "Photoshop 3.0\0": the 8BIM walk fails when a resource name
+ *     length byte is missing (IndexError), otherwise stops quietly;
+ *   - APP14 "Adobe": >= 7 bytes (version read unguarded).
+ * Afterwards an SOF must have been seen with a non-zero size. */
+struct popen {
+    const uint8_t *exif;        /* first APP1 "Exif\0" payload, or NULL */
+    size_t exif_len;
+    const uint8_t *mp;          /* last APP2 "MPF\0" payload after the tag */
+    size_t mp_len;
+    int sof, layers;
+    unsigned width, height;
+};
+
+static unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
+static uint32_t be32(const uint8_t *p)
 {
-    int dpi_known = 0;
-    for (jpeg_saved_marker_ptr m = j->cinfo.marker_list; m; m = m->next) {
-        if (m->marker == JPEG_APP0 && m->data_length >= 4 && memcmp(m->data, "JFIF", 4) == 0) {
-            if (m->data_length < 7)
-                return vs_err_set(err, VS_BAD_INPUT,
-                                  "JPEG: cannot identify image: JFIF segment of %u bytes is "
-                                  "too short", m->data_length);
-            /* unit at byte 7, densities at 8..11 (read only if present) */
-            if (m->data_length >= 12 && m->data[7] == 1) dpi_known = 1;
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Python bytes ordering (lexicographic, a prefix sorts first): a < b? */
+static int bytes_less(const uint8_t *a, size_t na, const uint8_t *b, size_t nb)
+{
+    int c = memcmp(a, b, na < nb ? na : nb);
+    return c < 0 || (c == 0 && na < nb);
+}
+
+/* The APP13 Photoshop resource walk; 0 when Pillow raises IndexError. */
+static int photoshop_ok(const uint8_t *s, size_t n)
+{
+    uint64_t off = 14;
+    while (off + 4 <= n && memcmp(s + off, "8BIM", 4) == 0) {
+        off += 4;
+        if (off + 2 > n) return 1;                 /* struct.error: break */
+        unsigned code = be16(s + off);
+        off += 2;
+        if (off >= n) return 0;                    /* s[offset]: IndexError */
+        off += 1 + (uint64_t)s[off];
+        off += off & 1;
+        if (off + 4 > n) return 1;                 /* struct.error: break */
+        uint64_t size = be32(s + off);
+        off += 4;
+        if (code == 0x03ED) {                      /* ResolutionInfo: 14 bytes read */
+            uint64_t avail = off < n ? n - off : 0;
+            if ((size < avail ? size : avail) < 14) return 1;   /* struct.error: break */
+        }
+        off += size;
+        off += off & 1;
+    }
+    return 1;
+}
+
+#define FAIL_OPEN(...) return vs_err_set(err, VS_BAD_INPUT, "JPEG: cannot identify image: " __VA_ARGS__)
+
+static enum vs_status pillow_open(const uint8_t *d, size_t len, struct popen *po,
+                                  struct vs_err *err)
+{
+    memset(po, 0, sizeof *po);
+    int dpi_known = 0, exif_seen = 0;
+    const uint8_t *icc_min = NULL;     /* smallest ICC chunk since the last SOF */
+    size_t icc_min_len = 0;
+    size_t p = 3;
+    unsigned c = 0xFF;                 /* Pillow's s[0] */
+    for (;;) {
+        if (c != 0xFF) {               /* junk between markers */
+            if (p >= len) FAIL_OPEN("data ends before the first scan");
+            c = d[p++];
             continue;
         }
-        if (m->marker != JPEG_APP0 + 1 || m->data_length < 5 ||
-            memcmp(m->data, "Exif\0", 5) != 0)
+        if (p >= len) FAIL_OPEN("data ends inside a marker");
+        unsigned m = 0xFF00u | d[p++];
+        if (m == 0xFFFF) {             /* fill byte */
+            c = 0xFF;
             continue;
-        if (!dpi_known) {
-            enum vs_exif_header h = vs_exif_check_header(m->data, m->data_length);
-            if (h == VS_EXIF_SHORT_HEADER)
-                return vs_err_set(err, VS_BAD_INPUT,
-                                  "JPEG: cannot identify image: EXIF TIFF header cut short "
-                                  "(%u bytes)", m->data_length);
-            if (h == VS_EXIF_NOT_TIFF) break;   /* swallowed by Pillow: no EXIF */
         }
-        j->exif = malloc(m->data_length);
-        if (!j->exif) return vs_err_set(err, VS_NOMEM, "JPEG: out of memory for EXIF");
-        memcpy(j->exif, m->data, m->data_length);
-        j->exif_len = m->data_length;
+        if (m == 0xFF00) {             /* escaped FF: skipped */
+            if (p >= len) FAIL_OPEN("data ends before the first scan");
+            c = d[p++];
+            continue;
+        }
+        if (m < 0xFFC0) FAIL_OPEN("no marker found (FF %02X at offset %zu)", m & 0xFF, p - 2);
+        int has_len = !(m == 0xFFC8 || (m >= 0xFFD0 && m <= 0xFFD9) || (m >= 0xFFF0 && m <= 0xFFFD));
+        if (has_len) {
+            if (p + 2 > len) FAIL_OPEN("data ends inside the length of marker %04X", m);
+            long n = (long)be16(d + p) - 2;
+            p += 2;
+            const uint8_t *s = d + p;
+            size_t sn = 0;
+            if (n > 0) {
+                if ((size_t)n > len - p)
+                    FAIL_OPEN("segment %04X of %ld bytes runs past the end of the file", m, n);
+                sn = (size_t)n;
+                p += sn;
+            }
+            int is_sof = (m >= 0xFFC0 && m <= 0xFFCF && m != 0xFFC4 && m != 0xFFC8 &&
+                          m != 0xFFCC) || m == 0xFFDE;
+            if (is_sof) {
+                if (sn < 5) FAIL_OPEN("SOF segment of %zu bytes is too short", sn);
+                if (s[0] != 8) FAIL_OPEN("cannot handle %u-bit layers", s[0]);
+                if (sn < 6) FAIL_OPEN("SOF segment of %zu bytes is too short", sn);
+                if (s[5] != 1 && s[5] != 3 && s[5] != 4)
+                    FAIL_OPEN("cannot handle %u-layer images", s[5]);
+                if ((sn - 6) % 3 != 0) FAIL_OPEN("SOF component list is cut short");
+                if (icc_min && icc_min_len <= 13) FAIL_OPEN("ICC_PROFILE chunk too short");
+                icc_min = NULL;
+                po->sof = 1;
+                po->height = be16(s + 1);
+                po->width = be16(s + 3);
+                po->layers = s[5];
+            } else if (m == 0xFFDB) {                  /* DQT */
+                size_t q = 0;
+                while (q < sn) {
+                    size_t qt = 1 + ((s[q] >> 4) == 0 ? 64 : 128);
+                    if (sn - q < qt) FAIL_OPEN("bad quantization table marker");
+                    q += qt;
+                }
+            } else if (m >= 0xFFE0 && m <= 0xFFEF) {   /* APPn */
+                if (m == 0xFFE0 && sn >= 4 && memcmp(s, "JFIF", 4) == 0) {
+                    if (sn < 7) FAIL_OPEN("JFIF segment of %zu bytes is too short", sn);
+                    if (sn >= 12 && s[7] == 1) dpi_known = 1;
+                } else if (m == 0xFFE1 && sn >= 5 && memcmp(s, "Exif\0", 5) == 0) {
+                    if (!exif_seen) {              /* Pillow keeps the first */
+                        exif_seen = 1;
+                        po->exif = s;
+                        po->exif_len = sn;
+                    }
+                } else if (m == 0xFFE2 && sn >= 12 && memcmp(s, "ICC_PROFILE\0", 12) == 0) {
+                    if (!icc_min || bytes_less(s, sn, icc_min, icc_min_len)) {
+                        icc_min = s;
+                        icc_min_len = sn;
+                    }
+                } else if (m == 0xFFED && sn >= 14 && memcmp(s, "Photoshop 3.0\0", 14) == 0) {
+                    if (!photoshop_ok(s, sn)) FAIL_OPEN("Photoshop resource block cut short");
+                } else if (m == 0xFFEE && sn >= 5 && memcmp(s, "Adobe", 5) == 0) {
+                    if (sn < 7) FAIL_OPEN("Adobe segment of %zu bytes is too short", sn);
+                } else if (m == 0xFFE2 && sn >= 4 && memcmp(s, "MPF\0", 4) == 0) {
+                    po->mp = s + 4;
+                    po->mp_len = sn - 4;
+                }
+                if (!dpi_known && po->exif) {      /* Pillow loads the EXIF now */
+                    enum vs_exif_header h = vs_exif_check_header(po->exif, po->exif_len);
+                    if (h == VS_EXIF_SHORT_HEADER) FAIL_OPEN("EXIF TIFF header cut short");
+                    if (h == VS_EXIF_NOT_TIFF) {   /* swallowed; no orientation later */
+                        po->exif = NULL;
+                        po->exif_len = 0;
+                    }
+                    dpi_known = 1;
+                }
+            }
+            if (m == 0xFFDA) break;                    /* SOS: Pillow stops here */
+        }
+        if (p >= len) FAIL_OPEN("data ends before the first scan");
+        c = d[p++];
+    }
+    if (!po->sof || po->width == 0 || po->height == 0)
+        FAIL_OPEN("no frame header (SOF) with a non-zero size before the first scan");
+    return VS_OK;
+}
+
+/* jpeg_factory's MP-index probe (_getmp): most malformations only demote
+ * an MPO to a plain JPEG, but MP entries shorter than NumberOfImages * 16
+ * bytes raise struct.error, and the file is not identified.  Entries are
+ * unpacked with the byte order "MM\0*" -> big, anything else -> little;
+ * the first entry with a non-JPEG data format stops the walk (SyntaxError,
+ * caught). */
+static enum vs_status mpf_check(const uint8_t *mp, size_t n, struct vs_err *err)
+{
+    struct vs_tiff_entry q, e;
+    if (!vs_tiff_ifd0_find(mp, n, 0xB001, &q) || !vs_tiff_ifd0_find(mp, n, 0xB002, &e))
+        return VS_OK;                              /* SyntaxError: plain JPEG */
+    /* NumberOfImages must come out of Pillow as a Python int. */
+    int64_t quant;
+    const uint8_t *v = q.val;
+    switch (q.type) {
+    case 3: quant = q.big ? be16(v) : (unsigned)v[1] << 8 | v[0]; break;
+    case 8: quant = (int16_t)(q.big ? be16(v) : (unsigned)v[1] << 8 | v[0]); break;
+    case 6: quant = (int8_t)v[0]; break;
+    case 4: case 13: case 9: {
+        uint32_t u = q.big ? be32(v) : (uint32_t)v[3] << 24 | (uint32_t)v[2] << 16 |
+                                           (uint32_t)v[1] << 8 | v[0];
+        quant = q.type == 9 ? (int64_t)(int32_t)u : (int64_t)u;
         break;
     }
+    case 16: {   /* LONG8: the loop below ends with the entry bytes anyway */
+        uint64_t u = 0;
+        for (int b = 0; b < 8; b++) u |= (uint64_t)v[q.big ? b : 7 - b] << (8 * (7 - b));
+        quant = u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)u;
+        break;
+    }
+    default: return VS_OK;                         /* TypeError: plain JPEG */
+    }
+    if (e.type != 1 && e.type != 7) return VS_OK;  /* not bytes: TypeError */
+    int big = memcmp(mp, "MM\0*", 4) == 0;
+    for (int64_t i = 0; i < quant; i++) {
+        if ((uint64_t)(i + 1) * 16 > e.size)
+            return vs_err_set(err, VS_BAD_INPUT,
+                              "JPEG: cannot identify image: MP index lists %lld images but "
+                              "holds %zu bytes of entries", (long long)quant, e.size);
+        const uint8_t *a = e.val + i * 16;
+        uint32_t attr = big ? be32(a) : (uint32_t)a[3] << 24 | (uint32_t)a[2] << 16 |
+                                            (uint32_t)a[1] << 8 | a[0];
+        if ((attr >> 24) & 7) return VS_OK;        /* "unsupported picture format" */
+    }
+    return VS_OK;
+}
+
+/* Copies the EXIF block chosen by pillow_open (prefix kept). */
+static enum vs_status grab_exif(struct jctx *j, const struct popen *po, struct vs_err *err)
+{
+    if (!po->exif) return VS_OK;
+    j->exif = malloc(po->exif_len);
+    if (!j->exif) return vs_err_set(err, VS_NOMEM, "JPEG: out of memory for EXIF");
+    memcpy(j->exif, po->exif, po->exif_len);
+    j->exif_len = po->exif_len;
     return VS_OK;
 }
 
@@ -178,6 +374,13 @@ enum vs_status vs_decode_jpeg(const uint8_t *data, size_t len,
 {
     if (len > ULONG_MAX)
         return vs_err_set(err, VS_TOO_LARGE, "JPEG: input of %zu bytes is too large", len);
+    /* Pillow's open first: identification, EXIF choice, MP index. */
+    struct popen po;
+    enum vs_status pst = pillow_open(data, len, &po, err);
+    if (pst == VS_OK && po.mp) pst = mpf_check(po.mp, po.mp_len, err);
+    if (pst == VS_OK) pst = vs_decode_check_pixels("JPEG", po.width, po.height, lim, err);
+    if (pst != VS_OK) return pst;
+
     struct jctx *j = calloc(1, sizeof *j);
     if (!j) return vs_err_set(err, VS_NOMEM, "JPEG: out of memory");
     enum vs_status st = VS_BAD_INPUT;
@@ -206,8 +409,6 @@ enum vs_status vs_decode_jpeg(const uint8_t *data, size_t len,
     j->prog.progress_monitor = on_progress;
     j->cinfo.progress = &j->prog;
     jpeg_mem_src(&j->cinfo, data, (unsigned long)len);
-    jpeg_save_markers(&j->cinfo, JPEG_APP0, 0xFFFF);       /* JFIF (still examined by libjpeg) */
-    jpeg_save_markers(&j->cinfo, JPEG_APP0 + 1, 0xFFFF);   /* EXIF */
     jpeg_read_header(&j->cinfo, TRUE);   /* errors (no image) longjmp */
     if (j->jerr.eof) {
         st = vs_err_set(err, VS_BAD_INPUT, "JPEG: file is truncated inside the headers");
@@ -220,14 +421,17 @@ enum vs_status vs_decode_jpeg(const uint8_t *data, size_t len,
     case 1: mode = "L"; break;
     case 3: mode = "RGB"; break;
     case 4: mode = "CMYK"; break;
-    default:
+    default: mode = NULL; break;
+    }
+    /* Pillow's mode comes from the last SOF; libjpeg keeps the only one. */
+    if (!mode || ci->num_components != po.layers) {
         st = vs_err_set(err, VS_BAD_INPUT, "JPEG: cannot handle %d-layer images",
                         ci->num_components);
         goto fail;
     }
     st = vs_decode_check_pixels("JPEG", ci->image_width, ci->image_height, lim, err);
     if (st != VS_OK) goto fail;
-    st = grab_exif(j, err);
+    st = grab_exif(j, &po, err);
     if (st != VS_OK) goto fail;
 
     /* Pillow's decoder settings are libjpeg's defaults: ISLOW DCT, fancy

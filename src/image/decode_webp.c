@@ -101,7 +101,7 @@ enum vs_status vs_decode_webp(const uint8_t *data, size_t len,
     uint32_t flags = WebPDemuxGetI(dmx, WEBP_FF_FORMAT_FLAGS);
     st = vs_decode_check_pixels("WebP", cw, chh, lim, err);
     if (st != VS_OK) goto done;
-    if (cw == 0 || chh == 0 || cw > 16384 || chh > 16384) {   /* WebP's own maximum */
+    if (cw == 0 || chh == 0 || cw > 16777216 || chh > 16777216) {   /* VP8X: 24-bit sizes */
         st = vs_err_set(err, VS_BAD_INPUT, "WebP: invalid canvas size %ux%u", cw, chh);
         goto done;
     }

@@ -57,6 +57,21 @@ enum vs_status vs_decode_bmp(const uint8_t *data, size_t len,
 enum vs_exif_header { VS_EXIF_OK = 0, VS_EXIF_NOT_TIFF, VS_EXIF_SHORT_HEADER };
 enum vs_exif_header vs_exif_check_header(const uint8_t *exif, size_t len);
 
+/* One IFD0 entry of a classic TIFF block (no "Exif" prefix), as Pillow's
+ * ImageFileDirectory_v2.load keeps it: entries of unknown type or count 0
+ * skipped, the scan stopped at the first unreadable entry or out-of-line
+ * value, a later duplicate replacing an earlier one.  val points into the
+ * block (size = count * unit bytes); big = byte order.  Returns 1 when
+ * found, else 0 (also for a header Pillow refuses). */
+struct vs_tiff_entry {
+    uint32_t type, count;
+    const uint8_t *val;
+    size_t size;
+    int big;
+};
+int vs_tiff_ifd0_find(const uint8_t *tiff, size_t len, uint32_t tag,
+                      struct vs_tiff_entry *out);
+
 /* Orientation tag 0x0112 from IFD0 of an EXIF block (TIFF header onwards;
  * a leading "Exif\0\0" is skipped).  0 when absent or unreadable. */
 int vs_exif_orientation(const uint8_t *exif, size_t len);

@@ -130,21 +130,23 @@ enum vs_exif_header vs_exif_check_header(const uint8_t *exif, size_t len)
     return len < 8 ? VS_EXIF_SHORT_HEADER : VS_EXIF_OK;
 }
 
-int vs_exif_orientation(const uint8_t *exif, size_t len)
+int vs_tiff_ifd0_find(const uint8_t *tiff, size_t len, uint32_t want,
+                      struct vs_tiff_entry *out)
 {
-    if (!exif || vs_exif_check_header(exif, len) != VS_EXIF_OK) return 0;
-    skip_exif_prefix(&exif, &len);
-    if (len < 8) return 0;   /* empty block */
-    struct tiff t = {exif, len, exif[0] == 'M'};
-
-    uint64_t ifd = rd32(&t, exif + 4);
-    if (ifd + 2 > len) return 0;
-    uint32_t n = rd16(&t, exif + ifd);
+    /* Classic TIFF header only: "II*\0" / "II\0*" little, "MM\0*" /
+     * "MM*\0" big endian, IFD0 offset in bytes 4..7. */
+    if (!tiff || len < 8 || vs_exif_check_header(tiff, len) != VS_EXIF_OK ||
+        memcmp(tiff, "Exif\0\0", 6) == 0)
+        return 0;
+    struct tiff t = {tiff, len, tiff[0] == 'M'};
+    uint64_t ifd = rd32(&t, tiff + 4);
+    if (ifd + 2 > len) return 0;                  /* tag count unreadable */
+    uint32_t n = rd16(&t, tiff + ifd);
     uint64_t pos = ifd + 2;
-    int orientation = 0;
+    int found = 0;
     for (uint32_t i = 0; i < n; i++, pos += 12) {
         if (pos + 12 > len) break;                 /* entry cut short: stop */
-        const uint8_t *e = exif + pos;
+        const uint8_t *e = tiff + pos;
         uint32_t tag = rd16(&t, e), type = rd16(&t, e + 2), count = rd32(&t, e + 4);
         unsigned usz = type_size(type);
         if (usz == 0) continue;                    /* unknown type: skipped */
@@ -154,11 +156,28 @@ int vs_exif_orientation(const uint8_t *exif, size_t len)
         if (size > 4) {
             uint64_t off = rd32(&t, e + 8);
             if (off + size > len) break;           /* "Truncated File Read": stop */
-            val = exif + off;
+            val = tiff + off;
         }
-        if (tag == 0x0112) orientation = first_value(&t, type, val);
+        if (tag == want) {                         /* a later duplicate replaces */
+            out->type = type;
+            out->count = count;
+            out->val = val;
+            out->size = (size_t)size;
+            out->big = t.big;
+            found = 1;
+        }
     }
-    return orientation;
+    return found;
+}
+
+int vs_exif_orientation(const uint8_t *exif, size_t len)
+{
+    if (!exif) return 0;
+    skip_exif_prefix(&exif, &len);
+    struct vs_tiff_entry e;
+    if (!vs_tiff_ifd0_find(exif, len, 0x0112, &e)) return 0;
+    struct tiff t = {exif, len, e.big};
+    return first_value(&t, e.type, e.val);
 }
 
 uint8_t *vs_orient_apply(const uint8_t *rgb, int w, int h, int orientation,
