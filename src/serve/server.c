@@ -12,9 +12,9 @@
  *    code simple; the price is one thread per waiting request, bounded by
  *    --max-connections (docs/batcher.md discusses the choice).
  *  - The loader thread loads the model, runs one warm-up forward, creates
- *    the batcher and then publishes state READY (release store).  HTTP
- *    threads read `state` with acquire loads before touching the model, so
- *    model/info/batcher are immutable and safely visible once READY.
+ *    the batcher and then publishes `loaded` and state READY (release
+ *    stores).  HTTP threads read `loaded` with acquire loads before touching
+ *    the model, so model/info/batcher are immutable and safely visible.
  *  - The batcher thread runs compute_fn() (the only caller of
  *    vs_model_forward, as model.h requires) and observe_fn().
  *  - The main (CLI) thread calls start/state/drain/destroy.
@@ -57,6 +57,7 @@ struct vs_server {
     struct MHD_Daemon *mhd;
     int port;
     atomic_int state;              /* enum vs_serve_state */
+    atomic_bool loaded;            /* model/info/batcher published (stays true) */
     struct vs_err load_err;        /* written by the loader before FAILED */
     pthread_t loader;
     bool loader_started;
@@ -120,11 +121,11 @@ static enum vs_serve_state get_state(const struct vs_server *s)
                                                      memory_order_acquire);
 }
 
-/* Model, batcher and info are usable (READY, or DRAINING after READY). */
+/* Model, batcher and info are usable: the loader published them (acquire
+ * pairs with its release store), whether or not we are draining now. */
 static bool model_usable(const struct vs_server *s)
 {
-    enum vs_serve_state st = get_state(s);
-    return (st == VS_SERVE_READY || st == VS_SERVE_DRAINING) && s->batcher;
+    return atomic_load_explicit(&((struct vs_server *)s)->loaded, memory_order_acquire);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -306,7 +307,7 @@ static enum MHD_Result handle_health(struct req *r, struct MHD_Connection *c)
     } else {
         code = 503;
         vs_jbuf_printf(&b, "{\"status\":\"%s\",\"model_loaded\":%s", state_word(st),
-                       st == VS_SERVE_DRAINING ? "true" : "false");
+                       model_usable(s) ? "true" : "false");
         if (st == VS_SERVE_FAILED) {
             vs_jbuf_puts(&b, ",\"detail\":");
             vs_jbuf_json_cstr(&b, s->load_err.msg);
@@ -878,7 +879,9 @@ static void *loader_main(void *arg)
                    t_warm);
     vs_slog(VS_LOG_INFO, "model ready", &f);
     vs_jbuf_deinit(&f);
-    /* Publish: everything above is visible to acquire loads of `state`. */
+    /* Publish: everything above is visible to acquire loads of `loaded`
+     * and `state`.  A drain that began meanwhile keeps state DRAINING. */
+    atomic_store_explicit(&s->loaded, true, memory_order_release);
     int expect = VS_SERVE_LOADING;
     atomic_compare_exchange_strong_explicit(&s->state, &expect, VS_SERVE_READY,
                                             memory_order_acq_rel, memory_order_acquire);
@@ -950,6 +953,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     s->id_seed = random_seed();
     s->started_wall = vs_wall_s();
     atomic_init(&s->state, VS_SERVE_LOADING);
+    atomic_init(&s->loaded, false);
     atomic_init(&s->inflight, 0);
     atomic_init(&s->next_id, 1);
     enum vs_status st;
