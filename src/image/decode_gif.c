@@ -325,13 +325,16 @@ enum vs_status vs_decode_gif(const uint8_t *data, size_t len,
     if (!vs_mul_size(npx, 3, &rgb_len))
         return vs_err_set(err, VS_TOO_LARGE, "GIF: canvas %llux%llu too large",
                           (unsigned long long)W, (unsigned long long)H);
+    /* The index canvas lives in the last third of the RGB buffer and is
+     * expanded in place at the end: 3 bytes per pixel at the peak. */
     struct lzw *z = calloc(1, sizeof *z);
-    uint8_t *canvas = malloc(npx);
-    if (!z || !canvas) {
-        free(z); free(canvas);
+    uint8_t *rgb = malloc(rgb_len);
+    if (!z || !rgb) {
+        free(z); free(rgb);
         return vs_err_set(err, VS_NOMEM, "GIF: out of memory for a %llux%llu canvas",
                           (unsigned long long)W, (unsigned long long)H);
     }
+    uint8_t *canvas = rgb + 2 * npx;
     memset(canvas, transparency >= 0 ? transparency : 0, npx);
     z->bits = codebits;
     z->interlace = interlaced;
@@ -363,21 +366,21 @@ enum vs_status vs_decode_gif(const uint8_t *data, size_t len,
         bstart += (size_t)r;
     }
     free(z);
-    if (st != VS_OK) { free(canvas); return st; }
+    if (st != VS_OK) { free(rgb); return st; }
 
-    uint8_t *rgb = malloc(rgb_len);
-    if (!rgb) {
-        free(canvas);
-        return vs_err_set(err, VS_NOMEM, "GIF: out of memory for %zu pixels", npx);
-    }
     /* Index -> RGB: the table's entries, then the grey ramp. */
     uint8_t lut[256][3];
     for (int i = 0; i < 256; i++) {
         if (pal && (size_t)i * 3 + 3 <= pal_len) memcpy(lut[i], pal + 3 * i, 3);
         else lut[i][0] = lut[i][1] = lut[i][2] = (uint8_t)i;
     }
-    for (size_t i = 0; i < npx; i++) memcpy(rgb + 3 * i, lut[canvas[i]], 3);
-    free(canvas);
+    /* Front to back: index i (at 2*npx + i) is read before bytes
+     * 3i..3i+2 are written; earlier writes end at 3i - 1 < 2*npx + i. */
+    for (size_t i = 0; i < npx; i++) {
+        const uint8_t *c = lut[canvas[i]];
+        uint8_t *d = rgb + 3 * i;
+        d[0] = c[0]; d[1] = c[1]; d[2] = c[2];
+    }
 
     out->width = (int)W;
     out->height = (int)H;

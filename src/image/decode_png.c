@@ -814,8 +814,8 @@ enum vs_status vs_decode_png(const uint8_t *data, size_t len,
     }
 
     /* ---- load: decode the tile ---- */
-    size_t W = (size_t)s.w, H = (size_t)s.h, npx = W * H, plane_len;
-    if (!vs_mul_size(npx, mi->channels, &plane_len)) {
+    size_t W = (size_t)s.w, H = (size_t)s.h, npx = W * H, rgb_len;
+    if (!vs_mul_size(npx, 3, &rgb_len)) {
         st = vs_err_set(err, VS_TOO_LARGE, "PNG: %zux%zu too large", W, H);
         goto fail;
     }
@@ -832,14 +832,18 @@ enum vs_status vs_decode_png(const uint8_t *data, size_t len,
         goto fail;
     }
     z.bytes = (size_t)(((uint64_t)z.xsize * mi->bits + 7) / 8);
-    plane = calloc(plane_len ? plane_len : 1, 1);
+    /* One zeroed buffer of W*H*3 bytes: an RGB plane is decoded straight
+     * into it; a one-channel plane (grey, index) lives in its last third
+     * and is expanded in place afterwards, so the peak stays at 3 bytes
+     * per pixel. */
+    plane = calloc(rgb_len ? rgb_len : 1, 1);
     z.buf = calloc(z.bytes + 1, 1);
     z.prev = calloc(z.bytes + 1, 1);
     if (!plane || !z.buf || !z.prev) {
         st = vs_err_set(err, VS_NOMEM, "PNG: out of memory for %zux%zu pixels", W, H);
         goto fail;
     }
-    z.plane = plane;
+    z.plane = mi->channels == 3 ? plane : plane + 2 * npx;
     z.plane_w = W;
     if (inflateInit(&z.zs) != Z_OK) {
         st = vs_err_set(err, VS_NOMEM, "PNG: zlib initialisation failed");
@@ -918,22 +922,22 @@ enum vs_status vs_decode_png(const uint8_t *data, size_t len,
     }
 
     /* ---- plane -> RGB ---- */
-    size_t rgb_len;
-    if (!vs_mul_size(npx, 3, &rgb_len)) { st = vs_err_set(err, VS_TOO_LARGE, "PNG: too large"); goto fail; }
-    uint8_t *rgb;
-    if (mi->channels == 3) {
-        rgb = plane;
-        plane = NULL;
-    } else {
-        rgb = malloc(rgb_len ? rgb_len : 1);
-        if (!rgb) { st = vs_err_set(err, VS_NOMEM, "PNG: out of memory for %zu pixels", npx); goto fail; }
+    uint8_t *rgb = plane;
+    plane = NULL;
+    if (mi->channels == 1) {
+        /* In place, front to back: pixel i is read at 2*npx + i before
+         * bytes 3i..3i+2 are written, and every earlier write ends at
+         * 3i - 1 < 2*npx + i. */
+        const uint8_t *src = rgb + 2 * npx;
         uint8_t lut[256][3];
         for (int i = 0; i < 256; i++) lut[i][0] = lut[i][1] = lut[i][2] = (uint8_t)i;
         if (mi->mode[0] == 'P' && s.plte)
             for (size_t i = 0; i < 256 && 3 * i + 3 <= s.plte_len; i++) memcpy(lut[i], s.plte + 3 * i, 3);
-        for (size_t i = 0; i < npx; i++) memcpy(rgb + 3 * i, lut[plane[i]], 3);
-        free(plane);
-        plane = NULL;
+        for (size_t i = 0; i < npx; i++) {
+            const uint8_t *c = lut[src[i]];
+            uint8_t *d = rgb + 3 * i;
+            d[0] = c[0]; d[1] = c[1]; d[2] = c[2];
+        }
     }
     free(z.buf);
     free(z.prev);
