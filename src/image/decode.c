@@ -5,8 +5,9 @@
  *     Image.open(bytes) -> ImageOps.exif_transpose -> convert("RGB")
  * The decoders (decode_<fmt>.c, seam in decoders.h) produce RGB8 as stored
  * and hand back the raw EXIF block; the orientation is applied here, once:
- * tag 0x0112 of IFD0 when the EXIF block has one, else (PNG only, filled
- * by the PNG decoder) the XMP tiff:Orientation.  Values 2..8 transpose;
+ * tag 0x0112 of IFD0 when the EXIF block has that entry (whatever its
+ * value), else (PNG only, filled by the PNG decoder) the XMP
+ * tiff:Orientation.  Values 2..8 transpose;
  * anything else leaves the image as stored.
  *
  * Invariants: *out is written only on success; every failure leaves a
@@ -94,8 +95,19 @@ enum vs_status vs_image_decode(const uint8_t *data, size_t len,
     }
     /* exif_transpose: EXIF IFD0 orientation first; XMP only when IFD0 has
      * none (Pillow 9.4 consults XMP only in that case). */
-    int orientation = d.exif ? vs_exif_orientation(d.exif, d.exif_len) : 0;
-    if (orientation == 0) orientation = d.xmp_orientation;
+    int orientation = 0, has_tag = 0;
+    if (d.exif) {
+        const uint8_t *tiff = d.exif;
+        size_t tlen = d.exif_len;
+        if (tlen >= 6 && memcmp(tiff, "Exif\0\0", 6) == 0) {
+            tiff += 6;
+            tlen -= 6;
+        }
+        struct vs_tiff_entry te;
+        has_tag = vs_tiff_ifd0_find(tiff, tlen, 0x0112, &te);   /* "0x0112 in exif" */
+        orientation = vs_exif_orientation(d.exif, d.exif_len);
+    }
+    if (!has_tag) orientation = d.xmp_orientation;
     int w = d.width, h = d.height;
     uint8_t *rgb = d.rgb;
     if (orientation >= 2 && orientation <= 8) {
