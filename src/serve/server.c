@@ -467,20 +467,30 @@ static enum vs_status classify_jobs(struct vs_server *s, struct req *r, struct i
         if (st) { free(items); return st; }
         vs_batcher_wait(s->batcher, items, ni);
         free(items);
+        /* Complete every claim with its own outcome (waiters of a computed
+         * image get it even if another image of this request failed). */
+        enum vs_status first = VS_OK;
         for (int i = 0; i < n; i++) {
             struct image_job *j = &jobs[i];
             if (j->alias >= 0 || j->state != VS_RCACHE_CLAIMED) continue;
             r->batch_size = VS_MAX(r->batch_size, j->item.batch_size);
-            if (j->item.status) {
-                *bad = i;
-                return vs_err_set(err, j->item.status, "%s", j->item.msg);
-            }
             free(j->pixels);
             j->pixels = NULL;
-            st = vs_rcache_fill(s->cache, j->entry, j->logits, L, (uint64_t)vs_now_ms(), err);
+            struct vs_err e = {0};
+            if (j->item.status) {
+                st = vs_err_set(&e, j->item.status, "%s", j->item.msg);
+                vs_rcache_fail(s->cache, j->entry, &e);
+            } else {
+                st = vs_rcache_fill(s->cache, j->entry, j->logits, L, (uint64_t)vs_now_ms(), &e);
+            }
             j->filled = true;
-            if (st) return st;
+            if (st && !first) {
+                first = st;
+                *bad = i;
+                if (err) *err = e;
+            }
         }
+        if (first) return first;
     } else {
         free(items);
     }
