@@ -46,9 +46,14 @@
 
 #include "decoders.h"
 
-/* More scans than any real progressive JPEG uses (libjpeg-turbo's djpeg
- * suggests a limit of this order against crafted files). */
-#define VS_JPEG_MAX_SCANS 1000
+/* Scan cap against crafted progressive files (each scan walks every block
+ * of the image, so thousands of empty scans make libjpeg spin for
+ * minutes; real encoders emit about 10, rarely more than 60): at most
+ * 2^34 / (w*h) scans, clamped to [64, 100000]: about 2^34 block-pixels
+ * of scan work, a few seconds at worst. */
+#define VS_JPEG_MAX_SCANS 100000
+#define VS_JPEG_MIN_SCAN_CAP 64
+#define VS_JPEG_SCAN_WORK (1ull << 34)
 
 /* Error manager: libjpeg's errors longjmp back to vs_decode_jpeg with the
  * formatted message; warnings are counted, and the one that means "the
@@ -86,9 +91,14 @@ static void on_progress(j_common_ptr c)
 {
     j_decompress_ptr d = (j_decompress_ptr)c;
     struct jerr *e = (struct jerr *)c->err;
-    if (d->input_scan_number > VS_JPEG_MAX_SCANS) {
+    uint64_t px = (uint64_t)d->image_width * d->image_height;
+    uint64_t cap = px ? VS_JPEG_SCAN_WORK / px : VS_JPEG_MAX_SCANS;
+    if (cap > VS_JPEG_MAX_SCANS) cap = VS_JPEG_MAX_SCANS;
+    if (cap < VS_JPEG_MIN_SCAN_CAP) cap = VS_JPEG_MIN_SCAN_CAP;
+    if ((uint64_t)d->input_scan_number > cap) {
         e->too_many_scans = 1;
-        snprintf(e->msg, sizeof e->msg, "more than %d scans", VS_JPEG_MAX_SCANS);
+        snprintf(e->msg, sizeof e->msg, "more than %llu scans for a %ux%u image",
+                 (unsigned long long)cap, d->image_width, d->image_height);
         longjmp(e->jb, 1);
     }
 }
