@@ -7,7 +7,7 @@ import time
 
 import vstest
 from vstest import check
-from serve_harness import Server, fixture_images
+from serve_harness import Server, SLOW, fixture_images
 
 imgs = fixture_images()
 A, B, C = imgs[0][1], imgs[1][1], imgs[2][1]
@@ -40,17 +40,18 @@ with Server("--cache-entries", "2") as s:
     check(s.stop() == 0, "clean exit")
 
 # --- TTL expiry
-with Server("--cache-ttl-s", "0.5") as s:
+ttl = 1.0 * SLOW
+with Server("--cache-ttl-s", str(ttl)) as s:
     check(s.predict(A)[2]["cached"] is False, "miss")
     check(s.predict(A)[2]["cached"] is True, "hit within the TTL")
-    time.sleep(0.8)
+    time.sleep(ttl + 0.3)
     check(s.predict(A)[2]["cached"] is False, "expired after the TTL")
     c = counters(s)
     check(c["cache_expirations_total"] == 1 and c["cache_misses_total"] == 2, f"expiry counted {c}")
     check(s.stop() == 0, "clean exit")
 
 # --- single flight: 8 identical requests at once, computed once
-with Server("--batch-timeout-ms", "400") as s:
+with Server("--batch-timeout-ms", str(int(1000 * SLOW))) as s:
     n = 8
     out = [None] * n
     barrier = threading.Barrier(n)

@@ -12,7 +12,7 @@ import time
 
 import vstest
 from vstest import check
-from serve_harness import Server, MODEL, IMAGES, fixture_images
+from serve_harness import Server, MODEL, IMAGES, SLOW, fixture_images
 
 imgs = fixture_images()
 N = 64
@@ -81,7 +81,7 @@ with Server("--cache-entries", "0", "--batch-timeout-ms", "50") as s:
     check(s.stop() == 0, "clean exit")
 
 # --- overload: the oldest image waits 3 s for company, the queue holds 2 -> 429
-with Server("--cache-entries", "0", "--batch-timeout-ms", "3000", "--max-queue", "2") as s:
+with Server("--cache-entries", "0", "--batch-timeout-ms", str(int(3000 * SLOW)), "--max-queue", "2") as s:
     jobs = [imgs[i] for i in range(6)]
     res = run_clients(s, jobs)
     codes = sorted(r[0] for r in res)
@@ -103,7 +103,7 @@ with Server("--cache-entries", "0", "--batch-timeout-ms", "1500", "--request-tim
     check(s.stop() == 0, "clean exit")
 
 # --- SIGTERM with requests in flight: all answered, new connections refused, exit 0
-with Server("--cache-entries", "0", "--batch-timeout-ms", "1500") as s:
+with Server("--cache-entries", "0", "--batch-timeout-ms", str(int(3000 * SLOW))) as s:
     jobs = [imgs[i % len(imgs)] for i in range(8)]
     result = {}
     t = threading.Thread(target=lambda: result.update(r=run_clients(s, jobs)))
