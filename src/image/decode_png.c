@@ -312,6 +312,9 @@ static int chunk_call(struct png *s, const char *cid, uint32_t length, const uin
     }
     if (!strcmp(cid, "IDAT")) {
         if (s->n_frames >= 0 && !s->have_bbox) s->default_image = 1;
+        /* Before an IHDR with a known mode Pillow has no rawmode: the
+         * handler raises AttributeError and the chunk is skipped as unknown. */
+        if (!s->mi) return CH_UNKNOWN;
         *idat_len = length;
         return CH_IMAGE;
     }
@@ -484,6 +487,9 @@ static int chunk_call(struct png *s, const char *cid, uint32_t length, const uin
         }
         s->seq = seq;
         if (s->n_frames >= 0 && !s->have_bbox) s->default_image = 1;
+        /* As for IDAT; the caller then skips `length` bytes from here,
+         * 4 bytes past the chunk data, exactly as Pillow does. */
+        if (!s->mi) return CH_UNKNOWN;
         *idat_len = length - 4;
         return CH_IMAGE;
     }
@@ -900,25 +906,29 @@ enum vs_status vs_decode_png(const uint8_t *data, size_t len,
     /* getexif(): the EXIF seen while opening wins; otherwise the state
      * after load (eXIf/"exif" text, else the raw profile), and XMP. */
     if (pre_has_exif) {
+        /* If that EXIF (or the opening's XMP) rotates the image,
+         * exif_transpose parses the loaded image's info["exif"] (or raw
+         * profile) once more; a header Pillow refuses there fails too. */
+        const uint8_t *t = pre.exif;
+        size_t tl = pre.exif_len;
+        if (tl >= 6 && memcmp(t, "Exif\0\0", 6) == 0) { t += 6; tl -= 6; }
+        struct vs_tiff_entry te;
+        int orient = vs_tiff_ifd0_find(t, tl, 0x0112, &te) ? vs_exif_orientation(pre.exif, pre.exif_len)
+                                                           : pre.xmp;
+        if (orient >= 2 && orient <= 8) {
+            st = meta_snapshot(&s, &post, err);
+            if (st == VS_OK && vs_exif_check_header(post.exif, post.exif_len) != VS_EXIF_OK)
+                st = vs_err_set(err, VS_BAD_INPUT,
+                                "PNG: the EXIF block after the image data is not a readable TIFF header");
+            free(post.exif);
+            memset(&post, 0, sizeof post);
+            if (st != VS_OK) goto fail;
+        }
         post = pre;
         memset(&pre, 0, sizeof pre);
     } else {
         st = meta_snapshot(&s, &post, err);
         if (st != VS_OK) goto fail;
-    }
-
-    /* exif_transpose parses that block as TIFF (Exif.load): a non-empty
-     * block without an 8-byte TIFF header (II*\0, MM\0*, or the swapped
-     * II\0* / MM*\0 Pillow tolerates) makes Pillow raise there. */
-    if (post.exif) {
-        const uint8_t *e = post.exif;
-        size_t el = post.exif_len;
-        if (el >= 6 && memcmp(e, "Exif\0\0", 6) == 0) { e += 6; el -= 6; }
-        if (el > 0 && (el < 8 || !(memcmp(e, "II*\0", 4) == 0 || memcmp(e, "MM\0*", 4) == 0 ||
-                                    memcmp(e, "II\0*", 4) == 0 || memcmp(e, "MM*\0", 4) == 0))) {
-            st = vs_err_set(err, VS_BAD_INPUT, "PNG: EXIF block of %zu bytes has no TIFF header", el);
-            goto fail;
-        }
     }
 
     /* ---- plane -> RGB ---- */
