@@ -10,10 +10,11 @@
  *   x[:,1:] += col @ patch_w^T + patch_b  (sum post-op)
  *   per layer:
  *     xn  = LN1(x)                        (M, D)
- *     qkv = xn @ [q_w;k_w;v_w]^T + b      (M, 3D)   three GEMMs, one buffer
- *     S   = Q K^T / sqrt(dh)              (n, H, T, T) batched, strided views
- *     S   = softmax(S) over the last axis
- *     a   = S V                           (n, T, H, dh) = (M, D) heads concat
+ *     Q,K,V = xn @ {q,k,v}_w^T + b        3 x (M, D)  three GEMMs, one buffer
+ *     per image b:
+ *       S = Q_b K_b^T / sqrt(dh)          (H, T, T)   batched over heads, strided views
+ *       S = softmax(S) over the last axis
+ *       a_b = S V_b                       (T, H, dh) = (T, D) heads concatenated
  *     x  += a @ o_w^T + o_b               (sum post-op: the residual)
  *     xn  = LN2(x)
  *     f   = act(xn @ fc1_w^T + fc1_b)     (M, F)   eltwise post-op
@@ -24,9 +25,12 @@
  * GEMM layouts: activations are row-major (ld = row length).  A Linear
  * weight W (out, in) row-major is used in place as the matmul B operand
  * (K = in, N = out) with strides {1, K} (oneDNN tag "ba"): no second copy of
- * the fp32 weights, which the loader memory-maps.  Q, K and V are read out
- * of the qkv buffer through strided 4-D descriptors, so attention needs no
- * transposes or copies.
+ * the fp32 weights, which the loader memory-maps.  Q, K and V are read
+ * through strided 4-D descriptors (head h = columns h*dh..(h+1)*dh), so
+ * attention needs no transposes or copies.  Attention runs one image at a
+ * time so that S (H*T*T floats, 1.9 MB for ViT-B) stays in L2 between the
+ * two GEMMs and the softmax instead of streaming n times that through
+ * memory; the Linears run on all n*T rows at once.
  *
  * int8 (opt-in): each encoder Linear's weight is quantized at create() per
  * output channel (symmetric s8, scale sw[o] = max|row| / qmax); activations
@@ -80,9 +84,9 @@ struct mm {
 struct plan {
     bool ready;
     struct mm patch;   /* (n,G,K0) x (K0,D) + b, sum into x[:,1:] */
-    struct mm qkv;     /* (M,D) x (D,D) + b -> ld 3D (run 3x) */
-    struct mm score;   /* (n,H,T,dh) x (n,H,dh,T) * 1/sqrt(dh) -> (n,H,T,T) */
-    struct mm pv;      /* (n,H,T,T) x (n,H,T,dh) -> (n,T,H,dh) */
+    struct mm qkv;     /* (M,D) x (D,D) + b -> (M,D) (run 3x) */
+    struct mm score;   /* one image: (1,H,T,dh) x (1,H,dh,T) / sqrt(dh) -> (1,H,T,T) */
+    struct mm pv;      /* one image: (1,H,T,T) x (1,H,T,dh) -> (1,T,H,dh) */
     struct mm oproj;   /* (M,D) x (D,D) + b, sum */
     struct mm fc1;     /* (M,D) x (D,F) + b, act */
     struct mm fc2;     /* (M,F) x (F,D) + b, sum */
@@ -113,8 +117,8 @@ struct cpu_ctx {
     /* scratch for max_batch images (pages touched only as n requires) */
     float *x;       /* (n, T, D) residual stream */
     float *xn;      /* (n, T, D) LayerNorm output, then attention output */
-    float *qkv;     /* (n, T, 3D) */
-    float *S;       /* (n, H, T, T) attention probabilities */
+    float *qkv;     /* (3, n*T, D): Q, then K, then V */
+    float *S;       /* (H, T, T) attention probabilities of one image */
     float *f;       /* (n, T, F) MLP hidden */
     float *col;     /* (n, G, K0) im2col of the pixels */
     float *c;       /* (n, D) final LayerNorm of token 0 */
@@ -129,6 +133,11 @@ struct cpu_ctx {
     int8_t *q8_mem;
     float *q8_scales;
     int wqmax;
+    /* layouts of the int8 weights, by shape: (D->D), (D->F), (F->D); fixed
+     * by the first plan built (q8_md_set), weights reordered to them */
+    dnnl_memory_desc_t q8_md[3];
+    bool q8_md_set;
+    void *q8_blocked;
 
     struct vs_cpu_stats st;
     char device[192];
@@ -194,7 +203,7 @@ static enum vs_status mm_create(struct cpu_ctx *c, struct mm *mm,
                                 const_dnnl_primitive_attr_t attr,
                                 int nextra, const int *extra_id,
                                 const dnnl_memory_desc_t *extra_md,
-                                struct vs_err *err)
+                                dnnl_memory_desc_t *wmd_out, struct vs_err *err)
 {
     dnnl_matmul_desc_t desc;
     dnnl_primitive_desc_t pd = NULL;
@@ -208,6 +217,9 @@ static enum vs_status mm_create(struct cpu_ctx *c, struct mm *mm,
     }
     const char *impl = NULL;
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    /* the weights layout the primitive settled on (b may say "any") */
+    const dnnl_memory_desc_t wmd = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    if (wmd_out) *wmd_out = wmd;
     snprintf(mm->impl, sizeof mm->impl, "%s", impl ? impl : "?");
     s = dnnl_primitive_create(&mm->prim, pd);
     dnnl_primitive_desc_destroy(pd);
@@ -219,7 +231,7 @@ static enum vs_status mm_create(struct cpu_ctx *c, struct mm *mm,
     const dnnl_memory_desc_t *mds[MM_MAX_ARGS];
     int ids[MM_MAX_ARGS], k = 0;
     ids[k] = DNNL_ARG_SRC;     mds[k++] = a;
-    ids[k] = DNNL_ARG_WEIGHTS; mds[k++] = b;
+    ids[k] = DNNL_ARG_WEIGHTS; mds[k++] = &wmd;
     if (bias) { ids[k] = DNNL_ARG_BIAS; mds[k++] = bias; }
     ids[k] = DNNL_ARG_DST;     mds[k++] = d;
     VS_ASSERT(k + nextra <= MM_MAX_ARGS);
@@ -337,12 +349,94 @@ static enum vs_status linear_create(struct cpu_ctx *c, struct mm *mm,
         dnnl_memory_desc_t mds[1];
         dnnl_dims_t nd = {N};
         dnnl_memory_desc_init_by_tag(&mds[0], 1, nd, dnnl_f32, dnnl_a);
-        st = mm_create(c, mm, name, &a, &b, NULL, &d, attr, 1, ids, mds, err);
+        /* int8 weights are our own copy: let oneDNN pick their layout on the
+         * first plan (VNNI/AMX kernels want blocked ones), then keep it */
+        dnnl_memory_desc_t *lay = &c->q8_md[K == N ? 0 : (K < N ? 1 : 2)];
+        if (c->q8_md_set) {
+            b = *lay;
+        } else {
+            dnnl_dims_t bd = {K, N};
+            dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_s8, dnnl_format_tag_any);
+        }
+        st = mm_create(c, mm, name, &a, &b, NULL, &d, attr, 1, ids, mds, lay, err);
     } else {
-        st = mm_create(c, mm, name, &a, &b, &bias, &d, attr, 0, NULL, NULL, err);
+        st = mm_create(c, mm, name, &a, &b, &bias, &d, attr, 0, NULL, NULL, NULL, err);
     }
     dnnl_primitive_attr_destroy(attr);
     return st;
+}
+
+/* int8: moves every quantized weight into the layout recorded in q8_md (by
+ * shape) with oneDNN reorders; the plain copy is freed afterwards. */
+static enum vs_status q8_relayout(struct cpu_ctx *c, struct vs_err *err)
+{
+    const struct vs_vit_config *g = &c->cfg;
+    const int64_t D = g->hidden, F = g->mlp;
+    const int64_t Ks[3] = {D, D < F ? D : F, D < F ? F : D};
+    const int64_t Ns[3] = {D, D < F ? F : D, D < F ? D : F};
+    dnnl_memory_desc_t plain[3];
+    size_t size[3];
+    bool same[3];
+    for (int i = 0; i < 3; i++) {
+        md_linear_w(&plain[i], Ks[i], Ns[i], dnnl_s8);
+        same[i] = dnnl_memory_desc_equal(&plain[i], &c->q8_md[i]);
+        size[i] = dnnl_memory_desc_get_size(&c->q8_md[i]);
+    }
+    if (same[0] && same[1] && same[2]) return VS_OK;
+
+    size_t total = 0, bytes = 0;
+    for (int l = 0; l < g->layers; l++)
+        for (int j = 0; j < 6; j++) {
+            const int64_t K = j == 5 ? F : D, N = j == 4 ? F : D;
+            const int idx = K == N ? 0 : (K < N ? 1 : 2);
+            total += same[idx] ? 0 : (size[idx] + 63) / 64 * 64;
+        }
+    c->q8_blocked = alloc_floats(total, 1, &bytes);
+    if (!c->q8_blocked)
+        return vs_err_set(err, VS_NOMEM, "cpu backend: cannot allocate %zu bytes for "
+                          "int8 weights in oneDNN's layout", total);
+    dnnl_primitive_t rp[3] = {NULL, NULL, NULL};
+    dnnl_memory_t from[3] = {NULL, NULL, NULL}, to[3] = {NULL, NULL, NULL};
+    dnnl_status_t s = dnnl_success;
+    for (int i = 0; i < 3 && s == dnnl_success; i++) {
+        if (same[i]) continue;
+        dnnl_primitive_desc_t rpd = NULL;
+        s = dnnl_reorder_primitive_desc_create(&rpd, &plain[i], c->eng, &c->q8_md[i],
+                                               c->eng, NULL);
+        if (s == dnnl_success) s = dnnl_primitive_create(&rp[i], rpd);
+        if (rpd) dnnl_primitive_desc_destroy(rpd);
+        if (s == dnnl_success) s = dnnl_memory_create(&from[i], &plain[i], c->eng, DNNL_MEMORY_NONE);
+        if (s == dnnl_success) s = dnnl_memory_create(&to[i], &c->q8_md[i], c->eng, DNNL_MEMORY_NONE);
+    }
+    uint8_t *dst = c->q8_blocked;
+    for (int l = 0; l < g->layers && s == dnnl_success; l++) {
+        struct q8_layer *o = &c->q8[l];
+        struct q8 *w[6] = {&o->q, &o->k, &o->v, &o->o, &o->fc1, &o->fc2};
+        for (int j = 0; j < 6 && s == dnnl_success; j++) {
+            const int64_t K = j == 5 ? F : D, N = j == 4 ? F : D;
+            const int idx = K == N ? 0 : (K < N ? 1 : 2);
+            if (same[idx]) continue;
+            dnnl_memory_set_data_handle(from[idx], w[j]->q);
+            dnnl_memory_set_data_handle(to[idx], dst);
+            dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from[idx]}, {DNNL_ARG_TO, to[idx]}};
+            s = dnnl_primitive_execute(rp[idx], c->strm, 2, args);
+            w[j]->q = (int8_t *)dst;
+            dst += (size[idx] + 63) / 64 * 64;
+        }
+    }
+    dnnl_stream_wait(c->strm);
+    for (int i = 0; i < 3; i++) {
+        if (rp[i]) dnnl_primitive_destroy(rp[i]);
+        if (from[i]) dnnl_memory_destroy(from[i]);
+        if (to[i]) dnnl_memory_destroy(to[i]);
+    }
+    if (s != dnnl_success) return dnnl_fail(err, s, "int8 weight reorder");
+    /* plain weights of shapes kept plain still live in q8_mem */
+    if (!same[0] && !same[1] && !same[2]) {
+        free(c->q8_mem);
+        c->q8_mem = NULL;
+    }
+    return VS_OK;
 }
 
 static void plan_destroy(struct plan *p)
@@ -385,46 +479,49 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
         md_nd(&bias, 3, cd, cs);
         md_nd(&d, 3, dd, ds);
     }
-    st = mm_create(c, &p->patch, "patch", &a, &b, &bias, &d, attr, 0, NULL, NULL, err);
+    st = mm_create(c, &p->patch, "patch", &a, &b, &bias, &d, attr, 0, NULL, NULL, NULL, err);
     dnnl_primitive_attr_destroy(attr);
     if (st != VS_OK) goto fail;
 
     /* encoder Linears */
-    if ((st = linear_create(c, &p->qkv, "qkv", M, D, D, 3 * D, false, false, err)) != VS_OK ||
+    if ((st = linear_create(c, &p->qkv, "qkv", M, D, D, D, false, false, err)) != VS_OK ||
         (st = linear_create(c, &p->oproj, "o_proj", M, D, D, D, false, true, err)) != VS_OK ||
         (st = linear_create(c, &p->fc1, "fc1", M, D, F, F, true, false, err)) != VS_OK ||
         (st = linear_create(c, &p->fc2, "fc2", M, F, D, D, false, true, err)) != VS_OK)
         goto fail;
+    if (c->prec == VS_PRECISION_INT8 && !c->q8_md_set) {
+        if ((st = q8_relayout(c, err)) != VS_OK) goto fail;
+        c->q8_md_set = true;
+    }
 
-    /* scores: Q (n,H,T,dh) = qkv[b, t, h*dh + e] -> strides (3DT, dh, 3D, 1);
-     * K^T (n,H,dh,T) = qkv[b, t, D + h*dh + e] -> strides (3DT, dh, 1, 3D)
-     * (the pointer passed is qkv + D); S (n,H,T,T) dense. */
+    /* scores, one image: Q (1,H,T,dh) = Q[t, h*dh + e] -> strides (TD, dh, D, 1);
+     * K^T (1,H,dh,T) = K[t, h*dh + e] -> strides (TD, dh, 1, D); S dense. */
     st = make_attr(&attr, false, 0, 0, false, dnnl_eltwise_relu, 0, false,
                    (float)(1.0 / sqrt((double)dh)), err);
     if (st != VS_OK) goto fail;
     {
-        const int64_t qd[4] = {n, H, T, dh}, qs[4] = {3 * D * T, dh, 3 * D, 1};
-        const int64_t kd[4] = {n, H, dh, T}, ks[4] = {3 * D * T, dh, 1, 3 * D};
-        const int64_t sd[4] = {n, H, T, T}, ss[4] = {H * T * T, T * T, T, 1};
+        const int64_t qd[4] = {1, H, T, dh}, qs[4] = {D * T, dh, D, 1};
+        const int64_t kd[4] = {1, H, dh, T}, ks[4] = {D * T, dh, 1, D};
+        const int64_t sd[4] = {1, H, T, T}, ss[4] = {H * T * T, T * T, T, 1};
         md_nd(&a, 4, qd, qs);
         md_nd(&b, 4, kd, ks);
         md_nd(&d, 4, sd, ss);
     }
-    st = mm_create(c, &p->score, "scores", &a, &b, NULL, &d, attr, 0, NULL, NULL, err);
+    st = mm_create(c, &p->score, "scores", &a, &b, NULL, &d, attr, 0, NULL, NULL, NULL, err);
     dnnl_primitive_attr_destroy(attr);
     if (st != VS_OK) goto fail;
 
-    /* context: S (n,H,T,T) x V (n,H,T,dh) (qkv + 2D, strides (3DT, dh, 3D, 1))
-     * -> out (n,H,T,dh) stored as (n,T,H,dh): strides (TD, dh, D, 1). */
+    /* context, one image: S (1,H,T,T) x V (1,H,T,dh) (strides (TD, dh, D, 1))
+     * -> out (1,H,T,dh) stored as (T,H,dh) = (T, D): strides (TD, dh, D, 1). */
     {
-        const int64_t sd[4] = {n, H, T, T}, ss[4] = {H * T * T, T * T, T, 1};
-        const int64_t vd[4] = {n, H, T, dh}, vs[4] = {3 * D * T, dh, 3 * D, 1};
-        const int64_t od[4] = {n, H, T, dh}, os[4] = {T * D, dh, D, 1};
+        const int64_t sd[4] = {1, H, T, T}, ss[4] = {H * T * T, T * T, T, 1};
+        const int64_t vd[4] = {1, H, T, dh}, vs[4] = {D * T, dh, D, 1};
+        const int64_t od[4] = {1, H, T, dh}, os[4] = {T * D, dh, D, 1};
         md_nd(&a, 4, sd, ss);
         md_nd(&b, 4, vd, vs);
         md_nd(&d, 4, od, os);
     }
-    st = mm_create(c, &p->pv, "attn_v", &a, &b, NULL, &d, NULL, 0, NULL, NULL, err);
+    st = mm_create(c, &p->pv, "attn_v", &a, &b, NULL, &d, NULL, 0, NULL, NULL, NULL, err);
     if (st != VS_OK) goto fail;
 
     /* head: c (n, D) x head_w^T (D, L) + b */
@@ -432,7 +529,7 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
     md_linear_w(&b, D, L, dnnl_f32);
     md_rows(&bias, 1, L, L, dnnl_f32);
     md_rows(&d, n, L, L, dnnl_f32);
-    st = mm_create(c, &p->head, "classifier", &a, &b, &bias, &d, NULL, 0, NULL, NULL, err);
+    st = mm_create(c, &p->head, "classifier", &a, &b, &bias, &d, NULL, 0, NULL, NULL, NULL, err);
     if (st != VS_OK) goto fail;
 
     if (c->prec == VS_PRECISION_INT8) {
@@ -556,6 +653,7 @@ static void cpu_destroy(void *vctx)
     free(c->acc);
     free(c->q8);
     free(c->q8_mem);
+    free(c->q8_blocked);
     free(c->q8_scales);
     free(c);
 }
@@ -663,7 +761,7 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     const size_t K0 = (size_t)cfg->channels * cfg->patch * cfg->patch;
     const size_t M = nb * T, Z = VS_MAX(VS_MAX(D, F), (size_t)cfg->labels);
     size_t bytes = 0, tt;
-    bool ok = vs_mul_size(M, T, &tt) && vs_mul_size(tt, H, &tt);
+    bool ok = vs_mul_size(T, T, &tt) && vs_mul_size(tt, H, &tt);
     if (ok) {
         c->x = alloc_floats(M * D, sizeof(float), &bytes);
         c->xn = alloc_floats(M * D, sizeof(float), &bytes);
@@ -691,6 +789,9 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     if (c->prec == VS_PRECISION_INT8) {
         omp_set_num_threads(c->threads);
         st = q8_build(c, &bytes, err);
+        /* the first plan fixes the int8 weight layouts and reorders them:
+         * do it now rather than on the first request */
+        if (st == VS_OK) st = plan_build(c, 1, err);
         if (st != VS_OK) {
             cpu_destroy(c);
             return st;
@@ -852,41 +953,39 @@ static enum vs_status cpu_forward(void *vctx, const float *pixels, int n,
 
         /* xn = LN1(x)  (M, D) */
         ln_rows(c, xn, x, M, D, ly->ln1_g, ly->ln1_b);
-        /* qkv[:, 0:D] = Q, [D:2D] = K, [2D:3D] = V  (M, 3D) */
+        /* Q = qkv[0], K = qkv[1], V = qkv[2], each (M, D) */
         if (int8) quant_rows(c, xn, M, (int)D);
         const float *ws[3] = {ly->q_w, ly->k_w, ly->v_w};
         const float *bs[3] = {ly->q_b, ly->k_b, ly->v_b};
         for (int j = 0; j < 3; j++) {
             if (int8) {
                 const struct q8 *wq = j == 0 ? &lq->q : (j == 1 ? &lq->k : &lq->v);
-                void *pp[4] = {c->aq, wq->q, qkv + j * D, wq->scale};
+                void *pp[4] = {c->aq, wq->q, qkv + j * M * D, wq->scale};
                 st = mm_run(c, &p->qkv, pp, err);
                 if (st == VS_OK)
-                    dequant_rows(c, qkv + j * D, 3 * D, qkv + j * D, 3 * D, M, (int)D, wq,
+                    dequant_rows(c, qkv + j * M * D, D, qkv + j * M * D, D, M, (int)D, wq,
                                  bias_or_zeros(c, bs[j]), 0);
             } else {
                 void *pp[4] = {xn, (void *)ws[j], (void *)bias_or_zeros(c, bs[j]),
-                               qkv + j * D};
+                               qkv + j * M * D};
                 st = mm_run(c, &p->qkv, pp, err);
             }
             if (st != VS_OK) return st;
         }
-        /* S = Q K^T / sqrt(dh)  (n, H, T, T) */
-        {
-            void *pp[3] = {qkv, qkv + D, S};
-            if ((st = mm_run(c, &p->score, pp, err)) != VS_OK) return st;
-        }
-        /* softmax over keys, one row per (b, h, query) */
-        {
+        /* attention, image by image (S stays in cache) */
+        for (int b = 0; b < n; b++) {
+            float *qb = qkv + (size_t)b * T * D, *kb = qb + M * D, *vb = kb + M * D;
+            /* S = Q K^T / sqrt(dh)  (H, T, T) */
+            void *ps[3] = {qb, kb, S};
+            if ((st = mm_run(c, &p->score, ps, err)) != VS_OK) return st;
+            /* softmax over keys, one row per (h, query) */
             void (*sm)(float *, int) = c->k->softmax;
-            const int64_t rows = (int64_t)n * H * T;
+            const int64_t rows = H * T;
             #pragma omp parallel for schedule(static)
             for (int64_t r = 0; r < rows; r++) sm(S + r * T, (int)T);
-        }
-        /* xn = S V  -> (n, T, H, dh) = (M, D), heads concatenated */
-        {
-            void *pp[3] = {S, qkv + 2 * D, xn};
-            if ((st = mm_run(c, &p->pv, pp, err)) != VS_OK) return st;
+            /* xn_b = S V  -> (T, H, dh) = (T, D), heads concatenated */
+            void *pv[3] = {S, vb, xn + (size_t)b * T * D};
+            if ((st = mm_run(c, &p->pv, pv, err)) != VS_OK) return st;
         }
         /* x += xn o_w^T + o_b */
         if ((st = linear_run(c, &p->oproj, xn, M, (int)D, (int)D, ly->o_w,
