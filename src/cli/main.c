@@ -1,6 +1,8 @@
 /* main.c: `vitserve <command> [options]` — dispatch to a subcommand. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "common/vs.h"
@@ -30,8 +32,23 @@ static void usage(FILE *f)
                "`vitserve --version` prints the version.\n");
 }
 
+/* The GEMM library's OpenMP threads spin-wait between parallel regions by
+ * default (GOMP's "active" policy), taking the cores away from the HTTP and
+ * decode threads that share them.  libgomp reads OMP_WAIT_POLICY once, when
+ * it is loaded, so the only way to change it for this process is to set it
+ * and exec ourselves again.  A value the user set is left alone. */
+static void passive_openmp(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("VITSERVE_NO_REEXEC")) return;
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    setenv("VITSERVE_NO_REEXEC", "1", 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed (no /proc): carry on with the default policy. */
+}
+
 int main(int argc, char **argv)
 {
+    passive_openmp(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
