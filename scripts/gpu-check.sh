@@ -104,8 +104,12 @@ else
        --batch 1,8,32,128 --iters 30 --seconds 6
   step "bench json" 120 sh -c "'$B' --preset base --precision fp16,bf16 --batch 1,128 --iters 30 --seconds 6 --json > '$OUT/bench.jsonl'"
   cat "$OUT/bench.jsonl" 2>/dev/null
-  step "bench chunk 128" 90 "$B" --preset base --precision fp16,bf16 --batch 128 --iters 20 --seconds 6 --chunk 128
-  step "bench chunk 64" 90 "$B" --preset base --precision fp16 --batch 128 --iters 20 --seconds 6 --chunk 64
+  step "bench chunk 128" 60 "$B" --preset base --precision fp16 --batch 128 --iters 15 --seconds 4 --chunk 128
+  step "bench chunk 64" 60 "$B" --preset base --precision fp16 --batch 128 --iters 15 --seconds 4 --chunk 64
+  step "bench chunk 16" 60 "$B" --preset base --precision fp16 --batch 128 --iters 15 --seconds 4 --chunk 16
+  step "bench fused attention" 60 env VS_CUDA_FUSED_ATTN=1 "$B" --preset base --precision fp16 --batch 1,128 --iters 15 --seconds 4
+  step "profile fp16" 60 env VS_CUDA_PROFILE=1 "$B" --preset base --precision fp16 --batch 128 --iters 3 --warmup 0 --seconds 4
+  step "profile fp32" 60 env VS_CUDA_PROFILE=1 "$B" --preset base --precision fp32 --batch 32 --iters 2 --warmup 0 --seconds 4
   step "bench no graphs" 60 env VS_CUDA_GRAPHS=0 "$B" --preset base --precision fp16 --batch 1,8 --iters 30 --seconds 5
 fi
 
@@ -114,7 +118,7 @@ if [ $QUICK -eq 0 ] && [ -x "$G/bin/vitserve" ] && [ -x "$G/bin/vs-gen_vit" ]; t
   step "gen_vit base" 120 "$G/bin/vs-gen_vit" --out /tmp/vitb --preset base
   for p in fp16 fp32; do
     for bs in 1 128; do
-      step "vitserve bench $p b$bs" 60 sh -c "'$G/bin/vitserve' bench --model /tmp/vitb --device cuda --precision $p --batch-size $bs --iters 20 --json >> '$OUT/vitserve-bench.jsonl'"
+      step "vitserve bench $p b$bs" 60 sh -c "'$G/bin/vitserve' bench --model /tmp/vitb --device cuda --precision $p --batch-size $bs --iters 20 --warmup 3 --json >> '$OUT/vitserve-bench.jsonl'"
     done
   done
   cat "$OUT/vitserve-bench.jsonl" 2>/dev/null
@@ -128,6 +132,8 @@ for s in "${SUMMARY[@]}"; do echo "  $s"; done
 echo "--- accuracy (test_model_cuda)"
 grep -E "^\[ cuda|FAILED|PASSED|OK \]" "$LOG" | grep -vE "^=== " | sort -u | head -40
 echo "--- engine benchmark"
-grep -E "^(NVIDIA|.*GFLOP/image)|batch +[0-9]+:" "$LOG" | head -40
+grep -E "GFLOP/image|batch +[0-9]+:" "$LOG" | head -40
+echo "--- profile"
+grep -E "^vs-cuda profile|^  [a-zA-Z].* ms/image" "$LOG" | head -30
 echo "log: $LOG"
 sleep 1   # let tee drain into the log

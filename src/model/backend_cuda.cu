@@ -31,13 +31,20 @@
  *
  * Environment (read at create): VS_CUDA_CHUNK (images per launch),
  * VS_CUDA_GRAPHS=0 (launch kernels directly), VS_CUDA_DEBUG=1 (diagnostics
- * on stderr), VS_CUDA_FAKE_OOM_ABOVE=m (test hook: a chunk of more than m
- * images reports out-of-memory, to exercise the split-and-retry path).
+ * on stderr), VS_CUDA_FUSED_ATTN=1 (the experimental fused fp16/bf16
+ * attention kernel: correct, but slower than cuBLAS + softmax as measured
+ * on an H100, see docs/gpu.md), VS_CUDA_PROFILE=1 (eager launches timed
+ * with events per op; a breakdown on stderr at destroy),
+ * VS_CUDA_FAKE_OOM_ABOVE=m (test hook: a chunk of more than m images
+ * reports out-of-memory, to exercise the split-and-retry path).
  */
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <cublas_v2.h>
+#include <mma.h>
+
+#include <type_traits>
 
 #include <math.h>
 #include <stdarg.h>
@@ -60,6 +67,15 @@ template <class T> __device__ __forceinline__ T to_ti(float v);
 template <> __device__ __forceinline__ float to_ti<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half to_ti<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 to_ti<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+/* The row-wise kernels below put the row on blockIdx.y (at most 65535 rows:
+ * create() caps the images per launch so that n*T fits) and the column on
+ * blockIdx.x * blockDim.x + threadIdx.x, so that index math stays 32-bit
+ * and free of 64-bit divisions (which would cost more than the memory
+ * traffic). */
 
 #define GRID_STRIDE(i, count)                                                  \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;       \
@@ -75,37 +91,32 @@ __global__ void k_convert(const float *src, TI *dst, long long count)
 /* Patch extraction for the conv-as-GEMM.
  * pix:  (n, C, H, W) fp32;  cols: (n*Np, K) TI with K = C*P*P ordered
  * (c, ky, kx) like the conv weight (D, C, P, P); patch p = gy*gw + gx.
- * Pixels right/below the last full patch are ignored, as the conv does. */
+ * Pixels right/below the last full patch are ignored, as the conv does.
+ * Grid: (ceil(K / 256), n*Np). */
 template <class TI>
-__global__ void k_im2col(const float *pix, TI *cols, int n, int C, int H, int W,
-                         int P, int gw, int np)
+__global__ void k_im2col(const float *pix, TI *cols, int C, int H, int W, int P,
+                         int gw, int np)
 {
-    const int K = C * P * P;
-    const long long count = (long long)n * np * K;
-    GRID_STRIDE(i, count) {
-        int k = (int)(i % K);
-        long long bp = i / K;
-        int p = (int)(bp % np), b = (int)(bp / np);
-        int c = k / (P * P), ky = (k / P) % P, kx = k % P;
-        int y = (p / gw) * P + ky, x = (p % gw) * P + kx;
-        cols[i] = to_ti<TI>(pix[(((long long)b * C + c) * H + y) * W + x]);
-    }
+    const int K = C * P * P, k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= K) return;
+    const int row = blockIdx.y, b = row / np, p = row % np;
+    const int c = k / (P * P), ky = (k / P) % P, kx = k % P;
+    const int y = (p / gw) * P + ky, x = (p % gw) * P + kx;
+    cols[(size_t)row * K + k] = to_ti<TI>(pix[(((size_t)b * C + c) * H + y) * W + x]);
 }
 
-/* Embeddings.  pe: (n*Np, D) conv output without bias; x: (n, T, D).
- * x[b,0,:] = cls + pos[0];  x[b,1+p,:] = (pe[b,p,:] + patch_b) + pos[1+p]. */
-__global__ void k_embed(const float *pe, const float *pb, const float *cls,
-                        const float *pos, float *x, int n, int T, int D)
+/* Embeddings.  pe: (n*Np, D) TI conv output without bias; x: (n, T, D).
+ * x[b,0,:] = cls + pos[0];  x[b,1+p,:] = (pe[b,p,:] + patch_b) + pos[1+p].
+ * Grid: (ceil(D / 256), n*T). */
+template <class TI>
+__global__ void k_embed(const TI *pe, const float *pb, const float *cls,
+                        const float *pos, float *x, int T, int D)
 {
-    const long long count = (long long)n * T * D;
-    const int np = T - 1;
-    GRID_STRIDE(i, count) {
-        int d = (int)(i % D);
-        long long bt = i / D;
-        int t = (int)(bt % T), b = (int)(bt / T);
-        float v = t == 0 ? cls[d] : pe[((long long)b * np + t - 1) * D + d] + pb[d];
-        x[i] = v + pos[(long long)t * D + d];
-    }
+    const int d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d >= D) return;
+    const int row = blockIdx.y, b = row / T, t = row % T;
+    float v = t == 0 ? cls[d] : to_f(pe[((size_t)b * (T - 1) + t - 1) * D + d]) + pb[d];
+    x[(size_t)row * D + d] = v + pos[(size_t)t * D + d];
 }
 
 /* Sum over the block (blockDim.x a multiple of 32); red holds 33 floats.
@@ -132,7 +143,7 @@ __device__ float block_sum(float v, float *red)
  * out: (R, D) TI = (x - mean) / sqrt(var + eps) * g + b, biased variance,
  * computed in two passes over the row held in shared memory (D floats). */
 template <class TI>
-__global__ void k_resid_ln(float *x, const float *y, const float *bias,
+__global__ void k_resid_ln(float *x, const TI *y, const float *bias,
                            const float *g, const float *b, TI *out, int D, float eps)
 {
     extern __shared__ float sm[];
@@ -143,7 +154,7 @@ __global__ void k_resid_ln(float *x, const float *y, const float *bias,
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float v = xr[i];
         if (y) {
-            v = (y[r * D + i] + bias[i]) + v;
+            v = (to_f(y[r * D + i]) + bias[i]) + v;
             xr[i] = v;
         }
         row[i] = v;
@@ -163,31 +174,27 @@ __global__ void k_resid_ln(float *x, const float *y, const float *bias,
 }
 
 /* Split the fused QKV projection into per-head operands.
- * y: (n*T, 3D) fp32 = [Q | K | V] without bias; bias: (3D).
+ * y: (R = n*T, 3D) TI = [Q | K | V] without bias; bias: (3D).
  * qkv: 3 consecutive (n*H, T, dh) TI tensors Q, K, V (head h = columns
- * h*dh .. h*dh+dh-1 of each D-wide block). */
+ * h*dh .. h*dh+dh-1 of each D-wide block).  Grid: (ceil(3D / 256), R). */
 template <class TI>
-__global__ void k_qkv_split(const float *y, const float *bias, TI *qkv,
-                            int n, int T, int H, int dh)
+__global__ void k_qkv_split(const TI *y, const float *bias, TI *qkv, int R, int T,
+                            int H, int dh)
 {
-    const int D = H * dh;
-    const long long R = (long long)n * T;
-    const long long count = R * 3 * D;
-    GRID_STRIDE(i, count) {
-        int c = (int)(i % (3 * D));
-        long long r = i / (3 * D);
-        int which = c / D, cc = c % D, h = cc / dh, d = cc % dh;
-        int t = (int)(r % T), b = (int)(r / T);
-        long long dst = (long long)which * R * D +
-                        (((long long)b * H + h) * T + t) * dh + d;
-        qkv[dst] = to_ti<TI>(y[i] + bias[c]);
-    }
+    const int D = H * dh, c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= 3 * D) return;
+    const int r = blockIdx.y, which = c / D, cc = c % D, h = cc / dh, d = cc % dh;
+    const int t = r % T, b = r / T;
+    const size_t dst = (size_t)which * R * D + (((size_t)b * H + h) * T + t) * dh + d;
+    qkv[dst] = to_ti<TI>(to_f(y[(size_t)r * 3 * D + c]) + bias[c]);
 }
 
-/* Softmax over keys, one warp per row.
+/* Softmax over keys, one warp per row (grid-stride over rows).
  * S: (rows, ld) fp32 raw scores Q.K (first T columns used);
- * P: (rows, ld) TI = softmax(S / sqrt(dh)), same layout. */
-template <class TI>
+ * P: (rows, ld) TI = softmax(S / sqrt(dh)), same layout.
+ * NPL > 0: the row lives in registers, NPL values per lane (T <= 32*NPL),
+ * S is read once; NPL == 0: three passes over S for any T. */
+template <class TI, int NPL>
 __global__ void k_softmax(const float *S, TI *P, long long rows, int T, int ld,
                           float sqrt_dh)
 {
@@ -197,28 +204,167 @@ __global__ void k_softmax(const float *S, TI *P, long long rows, int T, int ld,
          row < rows; row += warps) {          /* the whole warp shares `row` */
         const float *s = S + row * ld;
         TI *p = P + row * ld;
-        float m = -INFINITY;
-        for (int j = lane; j < T; j += 32) m = fmaxf(m, s[j] / sqrt_dh);
-        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        float sum = 0.f;
-        for (int j = lane; j < T; j += 32) sum += expf(s[j] / sqrt_dh - m);
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        for (int j = lane; j < T; j += 32) p[j] = to_ti<TI>(expf(s[j] / sqrt_dh - m) / sum);
+        float m = -INFINITY, sum = 0.f;
+        if (NPL > 0) {
+            float v[NPL > 0 ? NPL : 1];
+#pragma unroll
+            for (int q = 0; q < NPL; q++) {
+                const int j = lane + 32 * q;
+                v[q] = j < T ? s[j] / sqrt_dh : -INFINITY;
+                m = fmaxf(m, v[q]);
+            }
+            for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+#pragma unroll
+            for (int q = 0; q < NPL; q++) {
+                v[q] = lane + 32 * q < T ? expf(v[q] - m) : 0.f;
+                sum += v[q];
+            }
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+#pragma unroll
+            for (int q = 0; q < NPL; q++)
+                if (lane + 32 * q < T) p[lane + 32 * q] = to_ti<TI>(v[q] / sum);
+        } else {
+            for (int j = lane; j < T; j += 32) m = fmaxf(m, s[j] / sqrt_dh);
+            for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+            for (int j = lane; j < T; j += 32) sum += expf(s[j] / sqrt_dh - m);
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            for (int j = lane; j < T; j += 32) p[j] = to_ti<TI>(expf(s[j] / sqrt_dh - m) / sum);
+        }
     }
 }
 
-/* Heads back side by side.  ctx: (n*H, T, dh) fp32 -> out: (n*T, D) TI. */
+/* Fused attention for fp16/bf16 with head_dim 64 and T <= 256 (tensor
+ * cores through WMMA); same numbers as the unfused path (fp32 scores,
+ * fp32 softmax, probabilities rounded to TI, fp32 accumulation).
+ * y: (n*T, 3D) TI = [Q | K | V] without bias; bias: (3D) fp32;
+ * out: (n*T, D) TI, head h in columns h*64 .. h*64+63.
+ * Grid: (ceil(T / 64), n*H); block: 4 warps, warp w owns query rows
+ * blockIdx.x*64 + w*16 .. +15.  Shared memory (Tp = T rounded up to 16):
+ *   Qs (64, 64) TI | Ks (Tp, 64) TI | Vs (Tp, 64) TI | S (4, 16, max(Tp, 64)) fp32
+ * Rows past T are zero in Qs/Ks/Vs; key columns past T get probability 0.
+ * Each warp's P (TI) overwrites the first half of its own S rows. */
+#define ATTN_DH 64
 template <class TI>
-__global__ void k_merge(const float *ctx, TI *out, int n, int T, int H, int dh)
+__global__ void __launch_bounds__(128) k_attn(const TI *y, const float *bias, TI *out,
+                                              int T, int Tp, int H, float sqrt_dh)
 {
-    const int D = H * dh;
-    const long long count = (long long)n * T * D;
-    GRID_STRIDE(i, count) {
-        int cc = (int)(i % D);
-        long long r = i / D;
-        int h = cc / dh, d = cc % dh, t = (int)(r % T), b = (int)(r / T);
-        out[i] = to_ti<TI>(ctx[(((long long)b * H + h) * T + t) * dh + d]);
+    using namespace nvcuda;
+    extern __shared__ __align__(128) unsigned char attn_smem[];
+    TI *Qs = (TI *)attn_smem;
+    TI *Ks = Qs + 64 * ATTN_DH;
+    TI *Vs = Ks + (size_t)Tp * ATTN_DH;
+    float *Sall = (float *)(Vs + (size_t)Tp * ATTN_DH);
+    const int bh = blockIdx.y, b = bh / H, h = bh % H, D = H * ATTN_DH;
+    const int q_base = blockIdx.x * 64;
+    const TI *yb = y + (size_t)b * T * 3 * D;
+
+    /* Q rows q_base.., all K and V rows, bias added, zero past T */
+    const int total = (64 + 2 * Tp) * ATTN_DH;
+    for (int idx = threadIdx.x; idx < total; idx += blockDim.x) {
+        const int row = idx / ATTN_DH, d = idx % ATTN_DH;
+        int which, j;
+        TI *dst;
+        if (row < 64) { which = 0; j = q_base + row; dst = Qs + row * ATTN_DH + d; }
+        else if (row < 64 + Tp) { which = 1; j = row - 64; dst = Ks + j * ATTN_DH + d; }
+        else { which = 2; j = row - 64 - Tp; dst = Vs + j * ATTN_DH + d; }
+        float v = 0.f;
+        if (j < T) {
+            const int col = which * D + h * ATTN_DH + d;
+            v = to_f(yb[(size_t)j * 3 * D + col]) + bias[col];
+        }
+        *dst = to_ti<TI>(v);
     }
+    __syncthreads();
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, q0 = warp * 16;
+    if (q_base + q0 >= T) return;               /* no barrier below */
+    /* (16, Tp) fp32 scores, later (16, 64) fp32 context: 16*max(Tp, 64) */
+    float *Sw = Sall + (size_t)warp * 16 * (Tp > ATTN_DH ? Tp : ATTN_DH);
+
+    /* S (16 x Tp) = Q (16 x 64) . K^T (64 x Tp) */
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, TI, wmma::row_major> qa[ATTN_DH / 16];
+#pragma unroll
+    for (int kk = 0; kk < ATTN_DH / 16; kk++)
+        wmma::load_matrix_sync(qa[kk], Qs + q0 * ATTN_DH + kk * 16, ATTN_DH);
+    for (int n0 = 0; n0 < Tp; n0 += 16) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+        for (int kk = 0; kk < ATTN_DH / 16; kk++) {
+            /* K^T as a col-major (64 x Tp) matrix is K row-major (Tp x 64) */
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, TI, wmma::col_major> kb;
+            wmma::load_matrix_sync(kb, Ks + n0 * ATTN_DH + kk * 16, ATTN_DH);
+            wmma::mma_sync(acc, qa[kk], kb, acc);
+        }
+        wmma::store_matrix_sync(Sw + n0, acc, Tp, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    /* P = softmax(S / sqrt(dh)) per row over the first T keys, as k_softmax */
+    for (int r = 0; r < 16; r++) {
+        float *sr = Sw + (size_t)r * Tp;
+        float v[8], m = -INFINITY, sum = 0.f;
+#pragma unroll
+        for (int q = 0; q < 8; q++) {
+            const int j = lane + 32 * q;
+            v[q] = j < T ? sr[j] / sqrt_dh : -INFINITY;
+            m = fmaxf(m, v[q]);
+        }
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+#pragma unroll
+        for (int q = 0; q < 8; q++) {
+            v[q] = lane + 32 * q < T ? expf(v[q] - m) : 0.f;
+            sum += v[q];
+        }
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        __syncwarp();                           /* row read by all lanes before overwrite */
+        TI *pr = (TI *)sr;
+#pragma unroll
+        for (int q = 0; q < 8; q++)
+            if (lane + 32 * q < Tp) pr[lane + 32 * q] = to_ti<TI>(v[q] / sum);
+    }
+    __syncwarp();
+
+    /* ctx (16 x 64) = P (16 x Tp, ld 2*Tp in TI) . V (Tp x 64) */
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> cacc[ATTN_DH / 16];
+#pragma unroll
+    for (int n = 0; n < ATTN_DH / 16; n++) wmma::fill_fragment(cacc[n], 0.f);
+    for (int k0 = 0; k0 < Tp; k0 += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, TI, wmma::row_major> pa;
+        wmma::load_matrix_sync(pa, (const TI *)Sw + k0, 2 * Tp);
+#pragma unroll
+        for (int n = 0; n < ATTN_DH / 16; n++) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, TI, wmma::row_major> vb;
+            wmma::load_matrix_sync(vb, Vs + k0 * ATTN_DH + n * 16, ATTN_DH);
+            wmma::mma_sync(cacc[n], pa, vb, cacc[n]);
+        }
+    }
+    __syncwarp();                               /* done with P before reusing Sw */
+#pragma unroll
+    for (int n = 0; n < ATTN_DH / 16; n++)
+        wmma::store_matrix_sync(Sw + n * 16, cacc[n], ATTN_DH, wmma::mem_row_major);
+    __syncwarp();
+    for (int idx = lane; idx < 16 * ATTN_DH; idx += 32) {
+        const int r = idx / ATTN_DH, cc = idx % ATTN_DH, t = q_base + q0 + r;
+        if (t < T) out[((size_t)b * T + t) * D + h * ATTN_DH + cc] = to_ti<TI>(Sw[idx]);
+    }
+}
+
+static size_t attn_smem_bytes(int T)
+{
+    const size_t Tp = (size_t)(T + 15) / 16 * 16;
+    return (64 + 2 * Tp) * ATTN_DH * 2 + 4 * 16 * (Tp > ATTN_DH ? Tp : ATTN_DH) * sizeof(float);
+}
+
+/* Heads back side by side.  ctx: (n*H, T, dh) TI -> out: (n*T, D) TI.
+ * Grid: (ceil(D / 256), n*T). */
+template <class TI>
+__global__ void k_merge(const TI *ctx, TI *out, int T, int H, int dh)
+{
+    const int D = H * dh, cc = blockIdx.x * blockDim.x + threadIdx.x;
+    if (cc >= D) return;
+    const int r = blockIdx.y, h = cc / dh, d = cc % dh, t = r % T, b = r / T;
+    out[(size_t)r * D + cc] = ctx[(((size_t)b * H + h) * T + t) * dh + d];
 }
 
 __device__ __forceinline__ float act_f(float v, int act)
@@ -236,14 +382,15 @@ __device__ __forceinline__ float act_f(float v, int act)
     }
 }
 
-/* MLP middle.  y: (R, M) fp32 fc1 output without bias -> g: (R, M) TI =
- * act(y + b1). */
+/* MLP middle.  y: (R, M) TI fc1 output without bias -> g: (R, M) TI =
+ * act(y + b1).  Grid: (ceil(M / 256), R). */
 template <class TI>
-__global__ void k_bias_act(const float *y, const float *b1, TI *g, long long R,
-                           int M, int act)
+__global__ void k_bias_act(const TI *y, const float *b1, TI *g, int M, int act)
 {
-    const long long count = R * M;
-    GRID_STRIDE(i, count) g[i] = to_ti<TI>(act_f(y[i] + b1[i % M], act));
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= M) return;
+    const size_t i = (size_t)blockIdx.y * M + j;
+    g[i] = to_ti<TI>(act_f(to_f(y[i]) + b1[j], act));
 }
 
 /* logits: (n, L) fp32 += bias (L). */
@@ -255,6 +402,13 @@ __global__ void k_add_bias(float *logits, const float *bias, int n, int L)
 /* ======================================================================
  * Context.
  * ====================================================================== */
+
+/* Op categories of the profile (VS_CUDA_PROFILE=1). */
+enum { PROF_START, PROF_IM2COL, PROF_EMBED, PROF_QKV, PROF_ATTN, PROF_OUT, PROF_LN,
+       PROF_FC1, PROF_ACT, PROF_FC2, PROF_HEAD, PROF_TAGS };
+static const char *const prof_name[PROF_TAGS] = {
+    "-", "im2col", "patch GEMM+embed+LN", "QKV GEMM", "attention", "out-proj GEMM",
+    "residual+LN", "fc1 GEMM", "bias+act", "fc2 GEMM", "classifier" };
 
 struct cu_layer {
     void *qkv_w;            /* (3D, D) TI: rows [Wq; Wk; Wv] */
@@ -278,6 +432,13 @@ struct cu_ctx {
     int chunk_cur;          /* current chunk, halved on OOM */
     int fake_oom_above;     /* test hook, 0 = off */
     bool use_graphs, debug;
+    bool fused_attn;        /* k_attn instead of GEMM + softmax + GEMM */
+    bool prof;              /* VS_CUDA_PROFILE: per-op event timing, no graphs */
+    cudaEvent_t *pev;       /* [n_pev] events recorded between ops */
+    int *ptag, n_pev, used_pev;
+    double prof_ms[PROF_TAGS];
+    long long prof_images;
+    size_t attn_smem;       /* its dynamic shared memory */
     bool lost;
     char lost_msg[256];
 
@@ -307,7 +468,7 @@ struct cu_ctx {
     void *cols;             /* (chunk*Np, K) TI */
     float *x;               /* (R, D) residual stream */
     void *xn;               /* (R, D) TI: LN output / merged heads */
-    float *y;               /* (R, max(3D, M)) fp32 GEMM output */
+    void *y;                /* (R, max(3D, M)) TI GEMM output */
     void *qkv;              /* 3 x (chunk*H, T, dh) TI */
     float *S;               /* (chunk*H, T, Tp) fp32 scores */
     void *P;                /* (chunk*H, T, Tp) TI probabilities */
@@ -396,6 +557,15 @@ static enum vs_status blas_fail(struct cu_ctx *c, cublasStatus_t s, const char *
 /* A kernel launch's configuration error shows up here (no sync). */
 #define LAUNCHED(what) CU(cudaGetLastError(), what)
 
+/* Profile mark: the time since the previous mark is charged to `tag`. */
+#define PROF(tag)                                                             \
+    do {                                                                      \
+        if (c->prof && c->used_pev < c->n_pev) {                              \
+            CU(cudaEventRecord(c->pev[c->used_pev], c->s_comp), "cudaEventRecord"); \
+            c->ptag[c->used_pev++] = (tag);                                   \
+        }                                                                     \
+    } while (0)
+
 static unsigned grid_for(long long count, int threads)
 {
     long long b = (count + threads - 1) / threads;
@@ -406,14 +576,14 @@ static unsigned grid_for(long long count, int threads)
 
 static const float k_one = 1.f, k_zero = 0.f;
 
-/* Y (R x N, row-major, ld ldy, fp32) = X (R x K, ld ldx, TI) . W (N x K, TI)^T.
- * Column-major view: Y^T = op_T(W as K x N) . X^T. */
+/* Y (R x N, row-major, ld ldy, type yt) = X (R x K, ld ldx, TI) . W (N x K, TI)^T,
+ * accumulated in fp32.  Column-major view: Y^T = op_T(W as K x N) . X^T. */
 static enum vs_status gemm_nt(struct cu_ctx *c, int N, int R, int K, const void *W,
-                              const void *X, int ldx, float *Y, int ldy,
+                              const void *X, int ldx, void *Y, cudaDataType_t yt, int ldy,
                               const char *what, struct vs_err *err)
 {
     BLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, R, K, &k_one,
-                      W, c->ti, K, X, c->ti, ldx, &k_zero, Y, CUDA_R_32F, ldy,
+                      W, c->ti, K, X, c->ti, ldx, &k_zero, Y, yt, ldy,
                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), what);
     return VS_OK;
 }
@@ -432,82 +602,110 @@ static enum vs_status enqueue_net(struct cu_ctx *c, int m, struct vs_err *err)
     const float sqrt_dh = sqrtf((float)dh);
     const int bh = m * H;                       /* attention batch */
     TI *xn = (TI *)c->xn, *g = (TI *)c->g, *qkv = (TI *)c->qkv, *P = (TI *)c->P;
+    TI *y = (TI *)c->y;
+    const cudaDataType_t ti = c->ti;
     cudaStream_t s = c->s_comp;
+    const dim3 rows_d((D + 255) / 256, (unsigned)R), rows_3d((3 * D + 255) / 256, (unsigned)R);
+    const dim3 rows_m((M + 255) / 256, (unsigned)R);
     enum vs_status st;
 
+    PROF(PROF_IM2COL);
     /* patch embedding: y (m*Np, D) = cols (m*Np, K) . Wp^T */
-    if ((st = gemm_nt(c, D, m * c->np, c->K, c->patch_w, c->cols, c->K, c->y, D,
+    if ((st = gemm_nt(c, D, m * c->np, c->K, c->patch_w, c->cols, c->K, y, ti, D,
                       "patch embedding GEMM", err)) != VS_OK)
         return st;
-    k_embed<<<grid_for(R * D, 256), 256, 0, s>>>(c->y, c->patch_b, c->cls, c->pos,
-                                                  c->x, m, T, D);
+    /* x (R, D) = [cls; patches + b] + pos */
+    k_embed<TI><<<rows_d, 256, 0, s>>>(y, c->patch_b, c->cls, c->pos, c->x, T, D);
     LAUNCHED("embedding kernel");
     /* xn = LN1_0(x) */
     k_resid_ln<TI><<<(unsigned)R, ln_threads, ln_smem, s>>>(
         c->x, NULL, NULL, c->layer[0].ln1_g, c->layer[0].ln1_b, xn, D, f->ln_eps);
     LAUNCHED("layernorm kernel");
+    PROF(PROF_EMBED);
 
     for (int l = 0; l < f->layers; l++) {
         const struct cu_layer *w = &c->layer[l];
         /* qkv: y (R, 3D) = xn . [Wq;Wk;Wv]^T, then per-head Q, K, V (TI) */
-        if ((st = gemm_nt(c, 3 * D, (int)R, D, w->qkv_w, xn, D, c->y, 3 * D,
+        if ((st = gemm_nt(c, 3 * D, (int)R, D, w->qkv_w, xn, D, y, ti, 3 * D,
                           "QKV GEMM", err)) != VS_OK)
             return st;
-        k_qkv_split<TI><<<grid_for(R * 3 * D, 256), 256, 0, s>>>(c->y, w->qkv_b, qkv,
-                                                                m, T, H, dh);
-        LAUNCHED("qkv split kernel");
-        const TI *Q = qkv, *Kt = qkv + R * D, *V = qkv + 2 * R * D;
-        /* S[bh] (T x T, ld Tp) = Q[bh] (T x dh) . K[bh]^T */
-        BLAS(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, dh,
-                                        &k_one, Kt, c->ti, dh, (long long)T * dh,
-                                        Q, c->ti, dh, (long long)T * dh, &k_zero,
-                                        c->S, CUDA_R_32F, Tp, (long long)T * Tp, bh,
-                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-             "attention scores GEMM");
-        /* P = softmax(S / sqrt(dh)) over keys, rows = bh*T */
-        k_softmax<TI><<<grid_for((long long)bh * T * 32, 256), 256, 0, s>>>(
-            c->S, P, (long long)bh * T, T, Tp, sqrt_dh);
-        LAUNCHED("softmax kernel");
-        /* ctx[bh] (T x dh) = P[bh] (T x T, ld Tp) . V[bh] (T x dh), into y */
-        BLAS(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, dh, T, T,
-                                        &k_one, V, c->ti, dh, (long long)T * dh,
-                                        P, c->ti, Tp, (long long)T * Tp, &k_zero,
-                                        c->y, CUDA_R_32F, dh, (long long)T * dh, bh,
-                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-             "attention context GEMM");
-        /* xn (R, D) TI = heads side by side */
-        k_merge<TI><<<grid_for(R * D, 256), 256, 0, s>>>(c->y, xn, m, T, H, dh);
-        LAUNCHED("head merge kernel");
+        PROF(PROF_QKV);
+        bool fused = false;
+        if constexpr (!std::is_same<TI, float>::value) {
+            if (c->fused_attn) {
+                fused = true;
+                /* xn (R, D) TI = heads of softmax(Q K^T / sqrt(dh)) V, side by side */
+                k_attn<TI><<<dim3((T + 63) / 64, bh), 128, c->attn_smem, s>>>(
+                    y, w->qkv_b, xn, T, (T + 15) / 16 * 16, H, sqrt_dh);
+                LAUNCHED("fused attention kernel");
+            }
+        }
+        if (!fused) {
+            k_qkv_split<TI><<<rows_3d, 256, 0, s>>>(y, w->qkv_b, qkv, (int)R, T, H, dh);
+            LAUNCHED("qkv split kernel");
+            const TI *Q = qkv, *Kt = qkv + R * D, *V = qkv + 2 * R * D;
+            /* S[bh] (T x T, ld Tp, fp32) = Q[bh] (T x dh) . K[bh]^T */
+            BLAS(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, dh,
+                                            &k_one, Kt, ti, dh, (long long)T * dh,
+                                            Q, ti, dh, (long long)T * dh, &k_zero,
+                                            c->S, CUDA_R_32F, Tp, (long long)T * Tp, bh,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "attention scores GEMM");
+            /* P = softmax(S / sqrt(dh)) over keys, rows = bh*T */
+            const long long srows = (long long)bh * T;
+            if (T <= 256)
+                k_softmax<TI, 8><<<grid_for(srows * 32, 256), 256, 0, s>>>(c->S, P, srows, T, Tp, sqrt_dh);
+            else
+                k_softmax<TI, 0><<<grid_for(srows * 32, 256), 256, 0, s>>>(c->S, P, srows, T, Tp, sqrt_dh);
+            LAUNCHED("softmax kernel");
+            /* ctx[bh] (T x dh, TI) = P[bh] (T x T, ld Tp) . V[bh] (T x dh), into y */
+            BLAS(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, dh, T, T,
+                                            &k_one, V, ti, dh, (long long)T * dh,
+                                            P, ti, Tp, (long long)T * Tp, &k_zero,
+                                            y, ti, dh, (long long)T * dh, bh,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "attention context GEMM");
+            /* xn (R, D) TI = heads side by side */
+            k_merge<TI><<<rows_d, 256, 0, s>>>(y, xn, T, H, dh);
+            LAUNCHED("head merge kernel");
+        }
+        PROF(PROF_ATTN);
         /* y (R, D) = ctx . Wo^T;  x = (y + bo) + x;  xn = LN2(x) */
-        if ((st = gemm_nt(c, D, (int)R, D, w->o_w, xn, D, c->y, D,
+        if ((st = gemm_nt(c, D, (int)R, D, w->o_w, xn, D, y, ti, D,
                           "attention output GEMM", err)) != VS_OK)
             return st;
+        PROF(PROF_OUT);
         k_resid_ln<TI><<<(unsigned)R, ln_threads, ln_smem, s>>>(
-            c->x, c->y, w->o_b, w->ln2_g, w->ln2_b, xn, D, f->ln_eps);
+            c->x, y, w->o_b, w->ln2_g, w->ln2_b, xn, D, f->ln_eps);
         LAUNCHED("residual+layernorm kernel");
+        PROF(PROF_LN);
         /* y (R, M) = xn . W1^T;  g = act(y + b1) */
-        if ((st = gemm_nt(c, M, (int)R, D, w->fc1_w, xn, D, c->y, M,
+        if ((st = gemm_nt(c, M, (int)R, D, w->fc1_w, xn, D, y, ti, M,
                           "MLP fc1 GEMM", err)) != VS_OK)
             return st;
-        k_bias_act<TI><<<grid_for(R * M, 256), 256, 0, s>>>(c->y, w->fc1_b, g, R, M,
-                                                           (int)f->act);
+        PROF(PROF_FC1);
+        k_bias_act<TI><<<rows_m, 256, 0, s>>>(y, w->fc1_b, g, M, (int)f->act);
         LAUNCHED("bias+activation kernel");
+        PROF(PROF_ACT);
         /* y (R, D) = g . W2^T;  x = (y + b2) + x;  xn = next LN1 or final LN */
-        if ((st = gemm_nt(c, D, (int)R, M, w->fc2_w, g, M, c->y, D,
+        if ((st = gemm_nt(c, D, (int)R, M, w->fc2_w, g, M, y, ti, D,
                           "MLP fc2 GEMM", err)) != VS_OK)
             return st;
+        PROF(PROF_FC2);
         const bool last = l + 1 == f->layers;
         k_resid_ln<TI><<<(unsigned)R, ln_threads, ln_smem, s>>>(
-            c->x, c->y, w->fc2_b, last ? c->lnf_g : c->layer[l + 1].ln1_g,
+            c->x, y, w->fc2_b, last ? c->lnf_g : c->layer[l + 1].ln1_g,
             last ? c->lnf_b : c->layer[l + 1].ln1_b, xn, D, f->ln_eps);
         LAUNCHED("residual+layernorm kernel");
+        PROF(PROF_LN);
     }
-    /* classifier on the CLS rows: logits (m, L) = xn[b*T] (ld T*D) . Wh^T + bh */
-    if ((st = gemm_nt(c, L, m, D, c->head_w, xn, T * D, c->logits_d, L,
+    /* classifier on the CLS rows: logits (m, L) fp32 = xn[b*T] (ld T*D) . Wh^T + bh */
+    if ((st = gemm_nt(c, L, m, D, c->head_w, xn, T * D, c->logits_d, CUDA_R_32F, L,
                       "classifier GEMM", err)) != VS_OK)
         return st;
     k_add_bias<<<grid_for((long long)m * L, 256), 256, 0, s>>>(c->logits_d, c->head_b, m, L);
     LAUNCHED("classifier bias kernel");
+    PROF(PROF_HEAD);
     return VS_OK;
 }
 
@@ -524,19 +722,18 @@ static enum vs_status enqueue_im2col(struct cu_ctx *c, const float *pix, int m,
                                      struct vs_err *err)
 {
     const struct vs_vit_config *f = &c->cfg;
-    const long long count = (long long)m * c->np * c->K;
-    const unsigned grid = grid_for(count, 256);
+    const dim3 grid((c->K + 255) / 256, (unsigned)(m * c->np));
     switch (c->prec) {
     case VS_PRECISION_FP16:
-        k_im2col<__half><<<grid, 256, 0, c->s_comp>>>(pix, (__half *)c->cols, m, f->channels,
+        k_im2col<__half><<<grid, 256, 0, c->s_comp>>>(pix, (__half *)c->cols, f->channels,
             f->image_h, f->image_w, f->patch, f->grid_w, c->np);
         break;
     case VS_PRECISION_BF16:
         k_im2col<__nv_bfloat16><<<grid, 256, 0, c->s_comp>>>(pix, (__nv_bfloat16 *)c->cols,
-            m, f->channels, f->image_h, f->image_w, f->patch, f->grid_w, c->np);
+            f->channels, f->image_h, f->image_w, f->patch, f->grid_w, c->np);
         break;
     default:
-        k_im2col<float><<<grid, 256, 0, c->s_comp>>>(pix, (float *)c->cols, m, f->channels,
+        k_im2col<float><<<grid, 256, 0, c->s_comp>>>(pix, (float *)c->cols, f->channels,
             f->image_h, f->image_w, f->patch, f->grid_w, c->np);
         break;
     }
@@ -589,8 +786,11 @@ static enum vs_status run_batch(struct cu_ctx *c, const float *pixels, int n,
     const struct vs_vit_config *f = &c->cfg;
     const size_t chw = (size_t)f->channels * f->image_h * f->image_w;
     const int L = f->labels, chunk = c->chunk_cur;
-    for (int off = 0, i = 0; off < n; off += chunk, i++) {
-        const int m = VS_MIN(chunk, n - off);
+    /* A batch of several chunks starts with a quarter chunk, so the GPU
+     * starts computing after a short first copy (pipeline fill). */
+    const int first = n > chunk ? VS_MAX(1, chunk / 4) : chunk;
+    for (int off = 0, i = 0, m; off < n; off += m, i++) {
+        m = VS_MIN(i == 0 ? first : chunk, n - off);
         if (c->fake_oom_above > 0 && m > c->fake_oom_above)
             return vs_err_set(err, VS_NOMEM, "simulated CUDA out of memory (%d images > "
                               "VS_CUDA_FAKE_OOM_ABOVE=%d)", m, c->fake_oom_above);
@@ -601,9 +801,20 @@ static enum vs_status run_batch(struct cu_ctx *c, const float *pixels, int n,
            "pixel upload");
         CU(cudaEventRecord(c->ev[i], c->s_copy), "cudaEventRecord");
         CU(cudaStreamWaitEvent(c->s_comp, c->ev[i], 0), "cudaStreamWaitEvent");
+        c->used_pev = 0;
+        PROF(PROF_START);
         enum vs_status st = enqueue_im2col(c, c->d_pix + off * chw, m, err);
         if (st == VS_OK) st = run_net(c, m, err);
         if (st != VS_OK) return st;
+        if (c->prof) {      /* serializes the chunks: timing only */
+            CU(cudaStreamSynchronize(c->s_comp), "profile synchronize");
+            for (int k = 1; k < c->used_pev; k++) {
+                float ms = 0.f;
+                CU(cudaEventElapsedTime(&ms, c->pev[k - 1], c->pev[k]), "cudaEventElapsedTime");
+                c->prof_ms[c->ptag[k]] += ms;
+            }
+            c->prof_images += m;
+        }
         CU(cudaMemcpyAsync(c->logits_h + (size_t)off * L, c->logits_d,
                            (size_t)m * L * sizeof(float), cudaMemcpyDeviceToHost,
                            c->s_comp), "logits download");
@@ -662,6 +873,21 @@ static void cuda_destroy(void *vctx)
         for (int i = 0; i < c->n_ev; i++) cudaEventDestroy(c->ev[i]);
         free(c->ev);
     }
+    if (c->prof && c->prof_images > 0) {
+        double total = 0;
+        for (int k = 1; k < PROF_TAGS; k++) total += c->prof_ms[k];
+        fprintf(stderr, "vs-cuda profile, %s, %lld images, %.3f ms per image:\n",
+                c->prec == VS_PRECISION_FP16 ? "fp16" : c->prec == VS_PRECISION_BF16 ? "bf16"
+                : "fp32", c->prof_images, total / (double)c->prof_images);
+        for (int k = 1; k < PROF_TAGS; k++)
+            fprintf(stderr, "  %-22s %8.4f ms/image %5.1f%%\n", prof_name[k],
+                    c->prof_ms[k] / (double)c->prof_images, total > 0 ? 100 * c->prof_ms[k] / total : 0.0);
+    }
+    if (c->pev) {
+        for (int i = 0; i < c->n_pev; i++) cudaEventDestroy(c->pev[i]);
+        free(c->pev);
+    }
+    free(c->ptag);
     if (c->blas) cublasDestroy(c->blas);
     if (c->s_comp) cudaStreamDestroy(c->s_comp);
     if (c->s_copy) cudaStreamDestroy(c->s_copy);
@@ -722,10 +948,11 @@ static size_t layout(struct cu_ctx *c, char *base)
     c->cols = carve(&cv, ch * c->np * c->K * ts);
     c->x = (float *)carve(&cv, R * D * 4);
     c->xn = carve(&cv, R * D * ts);
-    c->y = (float *)carve(&cv, R * VS_MAX(3 * D, M) * 4);   /* qkv, ctx, fc1, fc2, patches */
-    c->qkv = carve(&cv, 3 * R * D * ts);
-    c->S = (float *)carve(&cv, ch * H * T * c->Tp * 4);
-    c->P = carve(&cv, ch * H * T * c->Tp * ts);
+    c->y = carve(&cv, R * VS_MAX(3 * D, M) * ts);   /* qkv, ctx, fc1, fc2, patches */
+    const size_t unfused = c->fused_attn ? 0 : 1;   /* buffers only the unfused path uses */
+    c->qkv = carve(&cv, unfused * 3 * R * D * ts);
+    c->S = (float *)carve(&cv, unfused * ch * H * T * c->Tp * 4);
+    c->P = carve(&cv, unfused * ch * H * T * c->Tp * ts);
     c->g = carve(&cv, R * M * ts);
     c->logits_d = (float *)carve(&cv, ch * Lb * 4);
     c->wsp_bytes = 32u << 20;
@@ -877,9 +1104,13 @@ static enum vs_status cuda_create(const struct vs_vit_config *cfg,
     c->dev = opts->device_index;
     c->max_batch = opts->max_batch > 0 ? opts->max_batch : 32;
     c->chunk = VS_MIN(c->max_batch, VS_MAX(1, env_int("VS_CUDA_CHUNK", 32)));
+    /* row kernels put n*T rows on gridDim.y (<= 65535) */
+    c->chunk = VS_MAX(1, VS_MIN(c->chunk, 65535 / cfg->tokens));
     c->chunk_cur = c->chunk;
     c->use_graphs = env_int("VS_CUDA_GRAPHS", 1) != 0;
     c->debug = env_int("VS_CUDA_DEBUG", 0) != 0;
+    c->prof = env_int("VS_CUDA_PROFILE", 0) != 0;
+    if (c->prof) c->use_graphs = false;
     c->fake_oom_above = env_int("VS_CUDA_FAKE_OOM_ABOVE", 0);
     c->np = cfg->grid_h * cfg->grid_w;
     c->K = cfg->channels * cfg->patch * cfg->patch;
@@ -908,6 +1139,24 @@ static enum vs_status cuda_create(const struct vs_vit_config *cfg,
     c->ev = (cudaEvent_t *)calloc((size_t)c->max_batch, sizeof *c->ev);
     if (!c->layer || !c->graph || !c->seen || !c->ev) { st = vs_err_set(err, VS_NOMEM, "out of host memory"); goto fail; }
 
+    /* fused attention: fp16/bf16, head_dim 64, T <= 256, enough shared memory */
+    c->attn_smem = attn_smem_bytes(cfg->tokens);
+    c->fused_attn = c->prec != VS_PRECISION_FP32 && cfg->hidden / cfg->heads == ATTN_DH &&
+                    cfg->tokens <= 256 && c->attn_smem <= prop.sharedMemPerBlockOptin &&
+                    env_int("VS_CUDA_FUSED_ATTN", 0) != 0;
+    if (c->fused_attn) {
+        e = c->prec == VS_PRECISION_FP16
+            ? cudaFuncSetAttribute(k_attn<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)c->attn_smem)
+            : cudaFuncSetAttribute(k_attn<__nv_bfloat16>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)c->attn_smem);
+        if (e != cudaSuccess) {
+            dbg(c, "fused attention off: cudaFuncSetAttribute(%zu bytes): %s", c->attn_smem,
+                cudaGetErrorString(e));
+            (void)cudaGetLastError();
+            c->fused_attn = false;
+        }
+    }
     need = layout(c, NULL);
     if ((e = cudaMemGetInfo(&free_b, &total_b)) != cudaSuccess) {
         st = cu_fail(c, e, "cudaMemGetInfo", err);
@@ -926,14 +1175,22 @@ static enum vs_status cuda_create(const struct vs_vit_config *cfg,
     }
     c->dmem_bytes = need;
     layout(c, (char *)c->dmem);
-    dbg(c, "%s: %.1f MiB device memory (%d images per launch, max_batch %d), %s",
-        c->name, need / 1048576.0, c->chunk, c->max_batch, c->prec == VS_PRECISION_FP16 ? "fp16" : c->prec == VS_PRECISION_BF16 ? "bf16" : "fp32");
+    dbg(c, "%s: %.1f MiB device memory (%d images per launch, max_batch %d, %s attention), %s",
+        c->name, need / 1048576.0, c->chunk, c->max_batch, c->fused_attn ? "fused" : "unfused", c->prec == VS_PRECISION_FP16 ? "fp16" : c->prec == VS_PRECISION_BF16 ? "bf16" : "fp32");
 
 #define CK(call, what) do { if ((e = (call)) != cudaSuccess) { st = cu_fail(c, e, what, err); goto fail; } } while (0)
     CK(cudaStreamCreateWithFlags(&c->s_comp, cudaStreamNonBlocking), "cudaStreamCreate");
     CK(cudaStreamCreateWithFlags(&c->s_copy, cudaStreamNonBlocking), "cudaStreamCreate");
     for (; c->n_ev < c->max_batch; c->n_ev++)
         CK(cudaEventCreateWithFlags(&c->ev[c->n_ev], cudaEventDisableTiming), "cudaEventCreate");
+    if (c->prof) {
+        const int want = 9 * cfg->layers + 8;
+        c->pev = (cudaEvent_t *)calloc((size_t)want, sizeof *c->pev);
+        c->ptag = (int *)calloc((size_t)want, sizeof *c->ptag);
+        if (!c->pev || !c->ptag) { st = vs_err_set(err, VS_NOMEM, "out of host memory"); goto fail; }
+        for (; c->n_pev < want; c->n_pev++)
+            CK(cudaEventCreate(&c->pev[c->n_pev]), "cudaEventCreate");
+    }
     {
         const size_t chw = (size_t)cfg->channels * cfg->image_h * cfg->image_w;
         e = cudaHostAlloc((void **)&c->pix_h, (size_t)c->max_batch * chw * 4, cudaHostAllocDefault);

@@ -7,7 +7,9 @@
  *   - random small configs (every activation, qkv bias on/off, non-square
  *     images): CUDA fp32 within 1e-4 relative of the reference (and of the
  *     CPU backend where it is built); fp16 within 1e-2, bf16 within 5e-2,
- *     with the top-1 class identical wherever the fp32 margin is decisive;
+ *     with the top-1 class identical wherever the fp32 margin is decisive
+ *     (head_dim 64 configs run again with the opt-in fused fp16/bf16
+ *     attention kernel, T = 257 takes the any-length softmax);
  *   - a batch equals one image at a time, also cut into chunks
  *     (VS_CUDA_CHUNK) and after a simulated out-of-memory (split + retry);
  *   - a ViT-B/16-sized random model: fp32 within 1e-4, fp16/bf16 top-1;
@@ -671,6 +673,11 @@ static void test_small_configs(void **state)
         { 3, 64, 64, 8, 96, 6, 192, 3, 1000, VS_ACT_QUICK_GELU, true },/* T = 65 */
         { 4, 40, 24, 8, 40, 5, 72, 2, 5, VS_ACT_GELU_FAST, true },
         { 3, 32, 32, 4, 64, 8, 256, 2, 16, VS_ACT_SILU, false },      /* T = 65 */
+        /* head_dim 64: fp16/bf16 take the fused attention kernel */
+        { 3, 64, 48, 8, 128, 2, 256, 2, 10, VS_ACT_GELU, true },       /* T = 49 */
+        { 3, 32, 32, 8, 64, 1, 128, 2, 10, VS_ACT_GELU, true },        /* T = 17 < 64 */
+        { 3, 240, 240, 16, 128, 2, 256, 1, 10, VS_ACT_GELU_TANH, true },/* T = 226: 4 query tiles */
+        { 3, 256, 256, 16, 64, 1, 128, 1, 5, VS_ACT_RELU, false },     /* T = 257: unfused, any-T softmax */
     };
     for (size_t i = 0; i < VS_ARRAY_LEN(cs); i++) {
         struct tmodel m;
@@ -681,6 +688,12 @@ static void test_small_configs(void **state)
         char what[64];
         snprintf(what, sizeof what, "small config %zu (act %d)", i, (int)cs[i].act);
         check_model(what, &m, 6, 77 + i, true);
+        if (cs[i].D / cs[i].H == 64) {       /* the opt-in fused attention kernel */
+            setenv("VS_CUDA_FUSED_ATTN", "1", 1);
+            snprintf(what, sizeof what, "small config %zu, fused attn", i);
+            check_model(what, &m, 6, 77 + i, true);
+            unsetenv("VS_CUDA_FUSED_ATTN");
+        }
         tm_free(&m);
     }
 }
