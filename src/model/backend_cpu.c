@@ -35,14 +35,17 @@
  * int8 (opt-in): each encoder Linear's weight is quantized at create() per
  * output channel (symmetric s8, scale sw[o] = max|row| / qmax); activations
  * are quantized per token right before each of those GEMMs (asymmetric u8:
- * x ~ (q - zp[m]) * sa[m]).  oneDNN u8s8 -> f32 applies sw as per-column
- * output scales; one pass of ours then applies the per-token part,
- *   y[m,o] = (acc[m,o] - zp[m] * cs[o]) * sa[m] + b[o],  cs[o] = sw[o] sum_k q[o,k],
+ * x ~ (q - zp[m]) * sa[m]).  oneDNN runs a bare u8s8 -> f32 GEMM (the
+ * integer sums; no attributes, so any int8 kernel qualifies), with the
+ * weights in the layout it prefers (reordered once, they are our copy);
+ * one pass of ours then dequantizes,
+ *   y[m,o] = (acc[m,o] sw[o] - zp[m] cs[o]) sa[m] + b[o],  cs[o] = sw[o] sum_k q[o,k],
  * writing Q/K/V in place, adding into the residual x, or (fc1) before a
  * oneDNN eltwise pass for the activation.  (oneDNN 2.6's gemm:jit int8
  * matmul takes per-column scales and post-ops but not a per-row scale; with
- * one it falls back to its reference kernel, 50x slower.  u8 rather than s8
- * activations: s8 sources cost oneDNN a compensation pass, ~35% slower.)
+ * one it falls back to its reference kernel, 50x slower, hence our pass.
+ * u8 rather than s8 activations: s8 sources cost oneDNN a compensation
+ * pass, ~35% slower.)
  * Patch embedding, attention (QK^T, softmax, SV) and the classifier stay
  * fp32.  Without VNNI, u8*s8 pair products go through 16-bit saturating
  * adds (vpmaddubsw), so weights are limited to 7 bits (qmax 63) there:
@@ -293,8 +296,8 @@ static enum vs_status act_alg(enum vs_act act, dnnl_alg_kind_t *alg, float *alph
     return VS_UNSUPPORTED;
 }
 
-/* attr: per-column runtime output scales (int8) or one static output scale
- * (oscale != 1), then post-ops: optional eltwise, then optional sum. */
+/* attr: one static output scale (fp32, oscale != 1), then post-ops:
+ * optional eltwise, then optional sum.  int8 GEMMs get none. */
 static enum vs_status make_attr(dnnl_primitive_attr_t *out, bool int8, int64_t M,
                                 int64_t N, bool eltwise, dnnl_alg_kind_t alg,
                                 float alpha, bool sum, float oscale,
@@ -304,10 +307,7 @@ static enum vs_status make_attr(dnnl_primitive_attr_t *out, bool int8, int64_t M
     dnnl_post_ops_t po = NULL;
     dnnl_status_t s = dnnl_primitive_attr_create(&attr);
     if (s == dnnl_success) s = dnnl_post_ops_create(&po);
-    if (s == dnnl_success && int8) {
-        const float rt = DNNL_RUNTIME_F32_VAL;
-        s = dnnl_primitive_attr_set_output_scales(attr, 1, 1 << 1, &rt);
-    } else if (s == dnnl_success && oscale != 1.0f) {
+    if (s == dnnl_success && !int8 && oscale != 1.0f) {
         s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &oscale);
     }
     if (s == dnnl_success && eltwise) s = dnnl_post_ops_append_eltwise(po, 1.0f, alg, alpha, 0.0f);
@@ -335,7 +335,7 @@ static enum vs_status linear_create(struct cpu_ctx *c, struct mm *mm,
         return vs_err_set(err, VS_UNSUPPORTED, "cpu backend: activation %d unknown",
                           (int)c->cfg.act);
     dnnl_primitive_attr_t attr;
-    /* int8: only the per-column weight scales here, the rest is ours */
+    /* int8: a bare GEMM, dequantization is ours */
     enum vs_status st = make_attr(&attr, int8, M, N, eltwise && !int8, alg, alpha,
                                   sum && !int8, 1.0f, err);
     if (st != VS_OK) return st;
@@ -345,10 +345,6 @@ static enum vs_status linear_create(struct cpu_ctx *c, struct mm *mm,
     md_rows(&bias, 1, N, N, dnnl_f32);
     md_rows(&d, M, N, ldd, dnnl_f32);
     if (int8) {
-        const int ids[1] = {DNNL_ARG_ATTR_OUTPUT_SCALES};
-        dnnl_memory_desc_t mds[1];
-        dnnl_dims_t nd = {N};
-        dnnl_memory_desc_init_by_tag(&mds[0], 1, nd, dnnl_f32, dnnl_a);
         /* int8 weights are our own copy: let oneDNN pick their layout on the
          * first plan (VNNI/AMX kernels want blocked ones), then keep it */
         dnnl_memory_desc_t *lay = &c->q8_md[K == N ? 0 : (K < N ? 1 : 2)];
@@ -358,7 +354,7 @@ static enum vs_status linear_create(struct cpu_ctx *c, struct mm *mm,
             dnnl_dims_t bd = {K, N};
             dnnl_memory_desc_init_by_tag(&b, 2, bd, dnnl_s8, dnnl_format_tag_any);
         }
-        st = mm_create(c, mm, name, &a, &b, NULL, &d, attr, 1, ids, mds, lay, err);
+        st = mm_create(c, mm, name, &a, &b, NULL, &d, attr, 0, NULL, NULL, lay, err);
     } else {
         st = mm_create(c, mm, name, &a, &b, &bias, &d, attr, 0, NULL, NULL, NULL, err);
     }
@@ -858,12 +854,12 @@ static void dequant_rows(const struct cpu_ctx *c, float *y, int64_t ldy, const f
                          int64_t lda, int64_t rows, int N, const struct q8 *wq,
                          const float *b, int accumulate)
 {
-    void (*dq)(float *, const float *, float, float, const float *, const float *, int, int) =
-        c->k->dequant_row;
-    const float *as = c->as, *azp = c->azp, *cs = wq->cs;
+    void (*dq)(float *, const float *, float, float, const float *, const float *,
+               const float *, int, int) = c->k->dequant_row;
+    const float *as = c->as, *azp = c->azp, *sw = wq->scale, *cs = wq->cs;
     #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++)
-        dq(y + r * ldy, acc + r * lda, as[r], azp[r], cs, b, N, accumulate);
+        dq(y + r * ldy, acc + r * lda, as[r], azp[r], sw, cs, b, N, accumulate);
 }
 
 /* One encoder Linear (rows, K) -> (rows, N): fp32 (src used in place,
@@ -877,7 +873,7 @@ static enum vs_status linear_run(struct cpu_ctx *c, struct mm *mm, const float *
     if (c->prec == VS_PRECISION_INT8) {
         quant_rows(c, src, rows, K);
         float *out = accumulate ? c->acc : dst;
-        void *p[4] = {c->aq, wq->q, out, wq->scale};
+        void *p[3] = {c->aq, wq->q, out};
         enum vs_status st = mm_run(c, mm, p, err);
         if (st == VS_OK)
             dequant_rows(c, dst, N, out, N, rows, N, wq, bias_or_zeros(c, b), accumulate);
@@ -960,7 +956,7 @@ static enum vs_status cpu_forward(void *vctx, const float *pixels, int n,
         for (int j = 0; j < 3; j++) {
             if (int8) {
                 const struct q8 *wq = j == 0 ? &lq->q : (j == 1 ? &lq->k : &lq->v);
-                void *pp[4] = {c->aq, wq->q, qkv + j * M * D, wq->scale};
+                void *pp[3] = {c->aq, wq->q, qkv + j * M * D};
                 st = mm_run(c, &p->qkv, pp, err);
                 if (st == VS_OK)
                     dequant_rows(c, qkv + j * M * D, D, qkv + j * M * D, D, M, (int)D, wq,

@@ -97,12 +97,13 @@ static float quant_u8_generic(uint8_t *q, const float *x, int dim, int *zp)
 }
 
 static void dequant_generic(float *y, const float *acc, float sa, float zp,
-                            const float *cs, const float *b, int dim, int accumulate)
+                            const float *sw, const float *cs, const float *b, int dim,
+                            int accumulate)
 {
-    if (accumulate)
-        for (int o = 0; o < dim; o++) y[o] += (acc[o] - zp * cs[o]) * sa + b[o];
-    else
-        for (int o = 0; o < dim; o++) y[o] = (acc[o] - zp * cs[o]) * sa + b[o];
+    for (int o = 0; o < dim; o++) {
+        const float v = (acc[o] * sw[o] - zp * cs[o]) * sa + b[o];
+        y[o] = accumulate ? y[o] + v : v;
+    }
 }
 
 /* ---- AVX2 + FMA versions ---------------------------------------------- */
@@ -300,18 +301,20 @@ VS_AVX2 static float quant_u8_avx2(uint8_t *q, const float *x, int dim, int *zp)
 }
 
 VS_AVX2 static void dequant_avx2(float *y, const float *acc, float sa, float zp,
-                                 const float *cs, const float *b, int dim, int accumulate)
+                                 const float *sw, const float *cs, const float *b, int dim,
+                                 int accumulate)
 {
     const __m256 vsa = _mm256_set1_ps(sa), vzp = _mm256_set1_ps(zp);
     int o = 0;
     for (; o + 8 <= dim; o += 8) {
-        const __m256 a = _mm256_fnmadd_ps(vzp, _mm256_loadu_ps(cs + o), _mm256_loadu_ps(acc + o));
+        const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(acc + o), _mm256_loadu_ps(sw + o));
+        const __m256 a = _mm256_fnmadd_ps(vzp, _mm256_loadu_ps(cs + o), w);
         __m256 v = _mm256_fmadd_ps(a, vsa, _mm256_loadu_ps(b + o));
         if (accumulate) v = _mm256_add_ps(_mm256_loadu_ps(y + o), v);
         _mm256_storeu_ps(y + o, v);
     }
     for (; o < dim; o++) {
-        const float v = (acc[o] - zp * cs[o]) * sa + b[o];
+        const float v = (acc[o] * sw[o] - zp * cs[o]) * sa + b[o];
         y[o] = accumulate ? y[o] + v : v;
     }
 }

@@ -30,13 +30,14 @@ struct vs_cpu_kernels {
      * 0, 255), so x ~ (q - zp) * scale.  Returns scale, *zp set.
      * x: (dim), q: (dim). */
     float (*quantize_u8)(uint8_t *q, const float *x, int dim, int *zp);
-    /* Dequantization of one row of an int8 GEMM whose per-column weight
-     * scales were already applied: v[o] = (acc[o] - zp * cs[o]) * sa + b[o]
-     * (cs[o] = weight scale x sum of that column's int8 weights: the zero
-     * point's contribution); y[o] = v[o], or y[o] += v[o] when accumulate.
-     * y may equal acc.  acc, y, cs, b: (dim). */
+    /* Dequantization of one row of an int8 GEMM (acc = the exact integer
+     * sums, as floats): v[o] = (acc[o] * sw[o] - zp * cs[o]) * sa + b[o]
+     * (sw[o] the column's weight scale, cs[o] = sw[o] x sum of its int8
+     * weights: the zero point's contribution); y[o] = v[o], or y[o] += v[o]
+     * when accumulate.  y may equal acc.  acc, y, sw, cs, b: (dim). */
     void (*dequant_row)(float *y, const float *acc, float sa, float zp,
-                        const float *cs, const float *b, int dim, int accumulate);
+                        const float *sw, const float *cs, const float *b, int dim,
+                        int accumulate);
     const char *isa;    /* "avx2" or "generic" */
 };
 
