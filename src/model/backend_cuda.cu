@@ -10,8 +10,10 @@
  *   -> im2col (compute stream, waits for that chunk's copy event)
  *   -> the network for m images (a CUDA graph captured on first use per m)
  *   -> logits -> pinned staging (compute stream)
- * so the copy of chunk i+1 overlaps the compute of chunk i.  It then waits
- * for the compute stream and copies the logits out (forward is synchronous).
+ * so the copy of chunk i+1 overlaps the compute of chunk i (a batch of
+ * several chunks starts with a quarter chunk to fill the pipeline early).
+ * It then waits for the compute stream and copies the logits out (forward
+ * is synchronous).  Design notes and H100 measurements: docs/gpu.md.
  *
  * Numerics.  Every GEMM accumulates in fp32 (CUBLAS_COMPUTE_32F, default
  * math mode: no TF32), writes fp32, and every non-GEMM op (LayerNorm with
@@ -438,6 +440,7 @@ struct cu_ctx {
     int *ptag, n_pev, used_pev;
     double prof_ms[PROF_TAGS];
     long long prof_images;
+    int prof_calls;         /* the first call (module loading) is not counted */
     size_t attn_smem;       /* its dynamic shared memory */
     bool lost;
     char lost_msg[256];
@@ -813,7 +816,8 @@ static enum vs_status run_batch(struct cu_ctx *c, const float *pixels, int n,
                 CU(cudaEventElapsedTime(&ms, c->pev[k - 1], c->pev[k]), "cudaEventElapsedTime");
                 c->prof_ms[c->ptag[k]] += ms;
             }
-            c->prof_images += m;
+            if (c->prof_calls > 1) c->prof_images += m;
+            else memset(c->prof_ms, 0, sizeof c->prof_ms);
         }
         CU(cudaMemcpyAsync(c->logits_h + (size_t)off * L, c->logits_d,
                            (size_t)m * L * sizeof(float), cudaMemcpyDeviceToHost,
@@ -835,6 +839,7 @@ static enum vs_status cuda_forward(void *vctx, const float *pixels, int n,
         return vs_err_set(err, VS_BAD_INPUT, "batch of %d images outside 1..%d (max_batch)",
                           n, c->max_batch);
     CU(cudaSetDevice(c->dev), "cudaSetDevice");
+    c->prof_calls++;
     for (;;) {
         enum vs_status st = run_batch(c, pixels, n, logits, err);
         if (st == VS_OK) return st;
