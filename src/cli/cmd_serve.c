@@ -1,9 +1,11 @@
 /* cmd_serve.c: `vitserve serve` — the option table, signal handling and the
  * main thread's life cycle around src/serve (start, wait, drain, stop).
  *
- * SIGTERM and SIGINT are blocked before any thread starts (so every server
- * thread inherits the mask) and collected here with sigtimedwait(); no
- * asynchronous signal handler runs.  A signal drains gracefully: exit 0
+ * SIGTERM, SIGINT and SIGHUP are blocked before any thread starts (so
+ * every server thread inherits the mask) and collected here with
+ * sigtimedwait(); no asynchronous signal handler runs.  SIGHUP re-reads
+ * --api-keys-file (keys from --api-key / VITSERVE_API_KEYS are fixed: a
+ * running process's environment cannot be changed from outside).  A signal drains gracefully: exit 0
  * once every accepted request is answered, 1 if --shutdown-grace-s ran out
  * first or the model failed to load.  Runs on the main thread only.
  */
@@ -30,9 +32,16 @@ static const char *platform_default(const char *env, const char *fallback)
     return v && *v ? v : fallback;
 }
 
+/* The joined --api-key list lives until exit (options.h); a global
+ * reference keeps it reachable for the leak checker. */
+static const char *g_api_keys;
+
 int vs_cmd_serve(int argc, char **argv)
 {
     const char *host, *model, *device, *precision, *log_level;
+    const char *api_keys = NULL, *api_keys_file, *cors_origins, *rate_limit;
+    bool trust_proxy = false;
+    size_t rl_clients;
     int port, max_batch, batch_timeout_ms, max_queue, threads, http_threads, max_conn, idle_s;
     double request_timeout_s, cache_ttl_s, grace_s;
     size_t cache_entries, max_upload, max_pixels;
@@ -86,12 +95,29 @@ int vs_cmd_serve(int argc, char **argv)
          "30", "SECONDS", "on SIGTERM, how long in-flight requests may take to finish", NULL},
         {"log-level", 0, "VITSERVE_LOG_LEVEL", VS_OPT_STRING, &log_level, 0, 0, "info", NULL,
          "least severe log lines written (JSON on stderr)", "debug|info|warn|error"},
+        {"api-key", 0, "VITSERVE_API_KEYS", VS_OPT_LIST, &api_keys, 0, 0, NULL, "KEY",
+         "require Authorization: Bearer KEY on prediction routes (repeatable; the variable "
+         "takes a comma-separated list)", NULL},
+        {"api-keys-file", 0, "VITSERVE_API_KEYS_FILE", VS_OPT_STRING, &api_keys_file, 0, 0, "",
+         "FILE", "more API keys, one per line or comma-separated; re-read on SIGHUP", NULL},
+        {"cors-origins", 0, "VITSERVE_CORS_ORIGINS", VS_OPT_STRING, &cors_origins, 0, 0, "*",
+         "LIST", "origins allowed by CORS: *, none, or a comma-separated list", NULL},
+        {"rate-limit", 0, "VITSERVE_RATE_LIMIT", VS_OPT_STRING, &rate_limit, 0, 0, "", "N/UNIT",
+         "per-client token bucket for predictions, e.g. 10/minute (UNIT second, minute or "
+         "hour; empty = off)", NULL},
+        {"rate-limit-clients", 0, "VITSERVE_RATE_LIMIT_CLIENTS", VS_OPT_SIZE, &rl_clients, 1,
+         1e8, "10000", "N", "clients tracked by the rate limiter (least recent forgotten)", NULL},
+        {"trust-proxy", 0, "VITSERVE_TRUST_PROXY", VS_OPT_FLAG, &trust_proxy, 0, 0, NULL, NULL,
+         "rate-limit by the right-most X-Forwarded-For address (behind one reverse proxy)",
+         NULL},
     };
     char *pos[1];
     int npos;
     int rc = vs_options_parse(argv[0], "[options]",
-                              "Serve a ViT image classifier over HTTP: POST /predict, POST "
-                              "/predict/batch,\nGET /health, /health/live, /health/ready, /metrics.",
+                              "Serve a ViT image classifier over HTTP: POST /predict, /predict/batch, "
+                              "POST / (Hugging Face\nInference API), /v2 (KServe), a web page on "
+                              "GET /, /docs, /openapi.json,\n/health, /health/live, "
+                              "/health/ready, /metrics (docs/http-api.md).",
                               opts, VS_ARRAY_LEN(opts), argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
 
@@ -125,6 +151,12 @@ int vs_cmd_serve(int argc, char **argv)
     cfg.http_threads = http_threads;
     cfg.max_connections = max_conn;
     cfg.idle_timeout_s = idle_s;
+    cfg.api_keys = g_api_keys = api_keys;
+    cfg.api_keys_file = api_keys_file;
+    cfg.cors_origins = cors_origins;
+    cfg.rate_limit = rate_limit;
+    cfg.rate_limit_clients = rl_clients;
+    cfg.trust_proxy = trust_proxy;
 
     /* Block the shutdown signals in every thread; ignore SIGPIPE (a client
      * that hangs up must not kill the server). */
@@ -132,6 +164,7 @@ int vs_cmd_serve(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -146,11 +179,23 @@ int vs_cmd_serve(int argc, char **argv)
     while (!sig) {
         struct timespec ts = {0, 200 * 1000 * 1000};
         int got = sigtimedwait(&set, NULL, &ts);
+        if (got == SIGHUP) {
+            size_t n = 0;
+            if (vs_serve_reload(srv, &n, &err)) {
+                vs_slog_kv(VS_LOG_ERROR, "API keys not reloaded (previous keys stay)", "detail",
+                           err.msg);
+            } else {
+                char num[32];
+                snprintf(num, sizeof num, "%zu", n);
+                vs_slog_kv(VS_LOG_INFO, "API keys reloaded", "keys", num);
+            }
+            continue;
+        }
         if (got > 0) { sig = got; break; }
         if (vs_serve_state(srv, &err) == VS_SERVE_FAILED) {
             fprintf(stderr, "vitserve serve: %s\n", err.msg);
             vs_serve_destroy(srv);
-            return 1;
+                return 1;
         }
     }
     vs_slog_kv(VS_LOG_INFO, "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -48,6 +48,8 @@ static void run_batch(struct vs_batcher *b, struct vs_batch_item **take, int k)
     for (int i = 0; i < k; i++) {
         struct vs_batch_item *it = take[i];
         it->batch_size = 0;
+        it->compute_ns = 0;
+        it->queue_ns = now - it->_enqueued_ns;
         if (it->deadline_ns && now > it->deadline_ns) {
             /* Past its deadline: nobody waits for the answer any more. */
             it->status = VS_TIMEOUT;
@@ -64,9 +66,11 @@ static void run_batch(struct vs_batcher *b, struct vs_batch_item **take, int k)
     if (n > 0) {
         struct vs_err err = {0};
         enum vs_status st = b->cfg.compute(b->cfg.ctx, b->in, n, b->out, &err);
+        uint64_t took = vs_now_ns() - now;
         for (int i = 0; i < n; i++) {
             live[i]->status = st;
             live[i]->batch_size = n;
+            live[i]->compute_ns = took;
             if (st == VS_OK) {
                 live[i]->msg[0] = '\0';
                 memcpy(live[i]->out, b->out + (size_t)i * outf, outf * sizeof(float));
@@ -198,6 +202,7 @@ enum vs_status vs_batcher_submit(struct vs_batcher *b, struct vs_batch_item **it
         it->status = VS_OK;
         it->msg[0] = '\0';
         it->batch_size = 0;
+        it->queue_ns = it->compute_ns = 0;
         if (b->tail) b->tail->_next = it; else b->head = it;
         b->tail = it;
     }

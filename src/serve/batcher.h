@@ -53,6 +53,8 @@ struct vs_batch_item {
     enum vs_status status;
     char msg[512];          /* failure text ("" on success) */
     int batch_size;         /* size of the batch it ran in (0 if not run) */
+    uint64_t queue_ns;      /* time from submit until its batch was taken */
+    uint64_t compute_ns;    /* duration of the forward pass it ran in (0 if not run) */
     /* private: */
     uint64_t _enqueued_ns;
     bool _done;

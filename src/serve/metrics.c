@@ -54,7 +54,14 @@ static const double WAIT_BOUNDS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 
 static const char *const ROUTE_NAMES[VS_ROUTE_COUNT] = {
     "/predict", "/predict/batch", "/health", "/health/live", "/health/ready",
-    "/metrics", "other"};
+    "/metrics", "/", "/docs", "/openapi.json", "/models/{model_id}", "/v2", "/v2/health/live",
+    "/v2/health/ready", "/v2/models/{model}", "/v2/models/{model}/ready",
+    "/v2/models/{model}/infer", "other"};
+
+/* Routes that count as inference endpoints (inference_requests_total). */
+static const enum vs_metrics_route INFER_ROUTES[] = {
+    VS_ROUTE_PREDICT, VS_ROUTE_PREDICT_BATCH, VS_ROUTE_ROOT, VS_ROUTE_HF_MODEL,
+    VS_ROUTE_V2_INFER};
 
 const char *vs_metrics_route_name(enum vs_metrics_route r)
 {
@@ -249,9 +256,10 @@ void vs_metrics_render(struct vs_metrics *m, const struct vs_metrics_extra *x,
     /* Section: the original app's metrics. */
     family(o, "inference_requests_total", "counter",
            "Inference requests answered (model or cache), by endpoint.");
-    for (int r = VS_ROUTE_PREDICT; r <= VS_ROUTE_PREDICT_BATCH; r++)
-        vs_jbuf_printf(o, "inference_requests_total{endpoint=\"%s\"} %llu\n", ROUTE_NAMES[r],
-                       (unsigned long long)c->infer_n[r]);
+    for (size_t i = 0; i < VS_ARRAY_LEN(INFER_ROUTES); i++)
+        vs_jbuf_printf(o, "inference_requests_total{endpoint=\"%s\"} %llu\n",
+                       ROUTE_NAMES[INFER_ROUTES[i]],
+                       (unsigned long long)c->infer_n[INFER_ROUTES[i]]);
     family(o, "inference_duration_seconds", "histogram",
            "Processing time of successful inference requests.");
     hist_render(o, "inference_duration_seconds", "", &c->infer_dur);

@@ -17,7 +17,15 @@
 
 enum vs_metrics_route {
     VS_ROUTE_PREDICT, VS_ROUTE_PREDICT_BATCH, VS_ROUTE_HEALTH, VS_ROUTE_LIVE,
-    VS_ROUTE_READY, VS_ROUTE_METRICS, VS_ROUTE_OTHER, VS_ROUTE_COUNT
+    VS_ROUTE_READY, VS_ROUTE_METRICS,
+    VS_ROUTE_ROOT,            /* "/": the web page (GET), HF Inference API (POST) */
+    VS_ROUTE_DOCS, VS_ROUTE_OPENAPI,
+    VS_ROUTE_HF_MODEL,        /* "/models/{model_id}" */
+    VS_ROUTE_V2, VS_ROUTE_V2_LIVE, VS_ROUTE_V2_READY,
+    VS_ROUTE_V2_MODEL,        /* "/v2/models/{model}" */
+    VS_ROUTE_V2_MODEL_READY,  /* "/v2/models/{model}/ready" */
+    VS_ROUTE_V2_INFER,        /* "/v2/models/{model}/infer" */
+    VS_ROUTE_OTHER, VS_ROUTE_COUNT
 };
 
 /* "/predict", ..., "other". */
@@ -31,7 +39,8 @@ void vs_metrics_destroy(struct vs_metrics *m);
 /* One finished HTTP request. */
 void vs_metrics_http(struct vs_metrics *m, const char *method, enum vs_metrics_route route,
                      int status, double seconds);
-/* One inference request (/predict or /predict/batch) that reached the
+/* One inference request (/predict, /predict/batch, POST /, /models/{id},
+ * v2 infer) that reached the
  * model or the cache; seconds = its processing time. */
 void vs_metrics_inference(struct vs_metrics *m, enum vs_metrics_route route, double seconds);
 /* One batch of n items and each item's time in the queue. */

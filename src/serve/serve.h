@@ -17,6 +17,7 @@
 #ifndef VS_SERVE_SERVE_H
 #define VS_SERVE_SERVE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,13 @@ struct vs_serve_config {
     int http_threads;             /* 0: a thread per connection; N: pool of N threads */
     int max_connections;          /* concurrent connections */
     int idle_timeout_s;           /* close connections idle this long */
+    /* Looking after itself (docs/http-api.md "Auth, CORS, rate limits"): */
+    const char *api_keys;         /* comma-separated keys, or NULL/"" */
+    const char *api_keys_file;    /* keys file re-read by vs_serve_reload(), or NULL/"" */
+    const char *cors_origins;     /* "*", "none"/"" or a comma-separated origin list */
+    const char *rate_limit;       /* "N/second|minute|hour", or NULL/"" = off */
+    size_t rate_limit_clients;    /* bucket-table bound (0 = 10000) */
+    bool trust_proxy;             /* client address from X-Forwarded-For (right-most) */
 };
 
 struct vs_server;
@@ -66,6 +74,10 @@ enum vs_serve_state vs_serve_state(struct vs_server *s, struct vs_err *why);
  * been answered, at most grace_s seconds (VS_TIMEOUT if some are still
  * running then). */
 enum vs_status vs_serve_drain(struct vs_server *s, double grace_s, struct vs_err *err);
+
+/* SIGHUP: re-reads the API keys file (the previous keys stay in force on
+ * failure).  *nkeys (may be NULL) gets the number of keys now held. */
+enum vs_status vs_serve_reload(struct vs_server *s, size_t *nkeys, struct vs_err *err);
 
 /* Stops everything and frees; NULL is a no-op. */
 void vs_serve_destroy(struct vs_server *s);

@@ -21,15 +21,11 @@
  * Invariant: `inflight` counts requests between their first handler call and
  * MHD's completion callback; drain waits for it to reach zero.
  */
-#include "serve.h"
+#include "server_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,65 +34,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "batcher.h"
 #include "image/image.h"
-#include "jbuf.h"
-#include "metrics.h"
 #include "multipart.h"
-#include "rcache.h"
 #include "slog.h"
 
-#define MAX_TOP_K 20        /* the original app's bound on top_k */
-#define MAX_BATCH_FILES 32  /* /predict/batch: at most this many images */
+#define MAX_TOP_K VS_SRV_MAX_TOP_K
+#define MAX_BATCH_FILES VS_SRV_MAX_BATCH_FILES
 #define MAX_PARTS 64        /* multipart parts parsed per request */
-
-struct vs_server {
-    struct vs_serve_config cfg;
-    char host[256];
-    char model_spec[4096];
-    struct MHD_Daemon *mhd;
-    int port;
-    atomic_int state;              /* enum vs_serve_state */
-    atomic_bool loaded;            /* model/info/batcher published (stays true) */
-    struct vs_err load_err;        /* written by the loader before FAILED */
-    pthread_t loader;
-    bool loader_started;
-    /* Valid once state >= READY (published by the loader): */
-    struct vs_model *model;
-    const struct vs_model_info *info;
-    struct vs_batcher *batcher;
-    size_t in_floats;              /* 3*H*W */
-    uint8_t model_key[32];         /* SHA-256 of the model name (cache key part) */
-    /* Always valid: */
-    struct vs_rcache *cache;
-    struct vs_metrics *metrics;
-    atomic_int inflight;
-    atomic_ullong next_id;
-    uint64_t id_seed;
-    double started_wall;
-};
-
-/* Per-request state, MHD's *con_cls. */
-struct req {
-    struct vs_server *s;
-    uint64_t t0_ns;                /* headers received */
-    enum vs_metrics_route route;
-    char method[16];
-    char id[72];                   /* request id (client's X-Request-ID or generated) */
-    char client[64];
-    struct vs_jbuf body;           /* raw body, capped at --max-upload-bytes */
-    bool responded;                /* a response was queued */
-    int status;
-    size_t bytes_out;
-    int cache_hit;                 /* -1 n/a, 0 miss, 1 every image from the cache */
-    int images;
-    int batch_size;                /* largest forward pass this request's images ran in */
-};
 
 /* ---- small helpers ---------------------------------------------------- */
 
-/* The one place that maps an engine status to an HTTP status. */
-static unsigned http_status_of(enum vs_status st)
+unsigned vs_serve_http_status(enum vs_status st)
 {
     switch (st) {
     case VS_OK: return 200;
@@ -123,9 +71,14 @@ static enum vs_serve_state get_state(const struct vs_server *s)
 
 /* Model, batcher and info are usable: the loader published them (acquire
  * pairs with its release store), whether or not we are draining now. */
-static bool model_usable(const struct vs_server *s)
+bool vs_serve_model_usable(const struct vs_server *s)
 {
     return atomic_load_explicit(&((struct vs_server *)s)->loaded, memory_order_acquire);
+}
+
+uint64_t vs_serve_deadline(const struct req *r)
+{
+    return r->t0_ns + (uint64_t)(r->s->cfg.request_timeout_s * 1e9);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -138,29 +91,35 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     vs_slog_kv(VS_LOG_WARN, "libmicrohttpd", "detail", msg);
 }
 
-/* Queues a response with the common headers; takes ownership of body. */
-static enum MHD_Result respond(struct req *r, struct MHD_Connection *c, unsigned status,
-                               const char *content_type, struct vs_jbuf *body,
-                               const char *extra_name, const char *extra_value)
+/* Adds the headers every answer carries, then queues it. */
+static enum MHD_Result queue(struct req *r, struct MHD_Connection *c, unsigned status,
+                             struct MHD_Response *resp, const char *content_type, size_t len,
+                             const char *extra_name, const char *extra_value)
 {
-    size_t len = 0;
-    char *data = vs_jbuf_take(body, &len);
-    vs_jbuf_deinit(body);
-    if (!data) {
-        /* Could not build the body: answer a fixed 500. */
-        static const char oom[] = "{\"detail\":\"internal error: out of memory\"}";
-        data = strdup(oom);
-        if (!data) return MHD_NO;
-        len = strlen(data);
-        status = 500;
-        content_type = "application/json";
-    }
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
-    if (!resp) { free(data); return MHD_NO; }
-    MHD_add_response_header(resp, "Content-Type", content_type);
+    if (content_type) MHD_add_response_header(resp, "Content-Type", content_type);
     MHD_add_response_header(resp, "X-Request-ID", r->id);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (r->cors_origin[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->cors_origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", VS_CORS_EXPOSE_HEADERS);
+    }
+    if (r->cors_vary) MHD_add_response_header(resp, "Vary", "Origin");
+    if (r->rl_set) {
+        MHD_add_response_header(resp, "RateLimit-Policy", r->rl_policy);
+        MHD_add_response_header(resp, "RateLimit", r->rl_state);
+    }
+    if (r->timing && status < 300) {
+        /* compute = processing time after the body arrived, less the
+         * batcher queue wait (both ms). */
+        char v[32];
+        double total = (double)(vs_now_ns() - r->work_t0_ns) / 1e6;
+        double comp = total > r->queue_ms ? total - r->queue_ms : 0.0;
+        snprintf(v, sizeof v, "%.3f", comp);
+        MHD_add_response_header(resp, "X-Compute-Time", v);
+        snprintf(v, sizeof v, "%.3f", r->queue_ms);
+        MHD_add_response_header(resp, "X-Queue-Time", v);
+        MHD_add_response_header(resp, "X-Cache", r->cache_hit == 1 ? "hit" : "miss");
+    }
     if (extra_name) MHD_add_response_header(resp, extra_name, extra_value);
     if (get_state(r->s) == VS_SERVE_DRAINING)
         MHD_add_response_header(resp, "Connection", "close");
@@ -172,13 +131,43 @@ static enum MHD_Result respond(struct req *r, struct MHD_Connection *c, unsigned
     return ret;
 }
 
-/* {"detail": "..."} with the given status; Retry-After on 429/503. */
-static enum MHD_Result respond_error(struct req *r, struct MHD_Connection *c, unsigned status,
-                                     const char *extra_name, const char *extra_value,
-                                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-static enum MHD_Result respond_error(struct req *r, struct MHD_Connection *c, unsigned status,
-                                     const char *extra_name, const char *extra_value,
-                                     const char *fmt, ...)
+enum MHD_Result vs_serve_respond(struct req *r, struct MHD_Connection *c, unsigned status,
+                                 const char *content_type, struct vs_jbuf *body,
+                                 const char *extra_name, const char *extra_value)
+{
+    size_t len = 0;
+    char *data = vs_jbuf_take(body, &len);
+    vs_jbuf_deinit(body);
+    if (!data) {
+        /* Could not build the body: answer a fixed 500. */
+        char oom[64];
+        snprintf(oom, sizeof oom, "{\"%s\":\"internal error: out of memory\"}", r->err_key);
+        data = strdup(oom);
+        if (!data) return MHD_NO;
+        len = strlen(data);
+        status = 500;
+        content_type = "application/json";
+        r->timing = false;
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!resp) { free(data); return MHD_NO; }
+    return queue(r, c, status, resp, content_type, len, extra_name, extra_value);
+}
+
+enum MHD_Result vs_serve_respond_static(struct req *r, struct MHD_Connection *c,
+                                        unsigned status, const char *content_type,
+                                        const void *data, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)data, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    return queue(r, c, status, resp, content_type, len, NULL, NULL);
+}
+
+enum MHD_Result vs_serve_error(struct req *r, struct MHD_Connection *c, unsigned status,
+                               const char *extra_name, const char *extra_value,
+                               const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -187,7 +176,7 @@ static enum MHD_Result respond_error(struct req *r, struct MHD_Connection *c, un
     va_end(ap);
     struct vs_jbuf b;
     vs_jbuf_init(&b, 0);
-    vs_jbuf_puts(&b, "{\"detail\":");
+    vs_jbuf_printf(&b, "{\"%s\":", r->err_key);
     vs_jbuf_json_cstr(&b, msg);
     vs_jbuf_puts(&b, "}");
     if (!extra_name && (status == 429 || status == 503)) {
@@ -196,28 +185,63 @@ static enum MHD_Result respond_error(struct req *r, struct MHD_Connection *c, un
     }
     if (status >= 500)
         vs_slog_kv(VS_LOG_WARN, "request failed", "detail", msg);
-    return respond(r, c, status, "application/json", &b, extra_name, extra_value);
+    r->timing = false;
+    return vs_serve_respond(r, c, status, "application/json", &b, extra_name, extra_value);
 }
 
 /* ---- routing ---------------------------------------------------------- */
 
+/* What a route accepts and whether it is a prediction route (auth and rate
+ * limits apply to prediction requests only). */
+enum { M_GET = 1, M_POST = 2 };
+
 static enum vs_metrics_route route_of(const char *url)
 {
     static const struct { const char *path; enum vs_metrics_route r; } table[] = {
-        {"/predict", VS_ROUTE_PREDICT},    {"/predict/batch", VS_ROUTE_PREDICT_BATCH},
-        {"/health", VS_ROUTE_HEALTH},      {"/health/live", VS_ROUTE_LIVE},
-        {"/health/ready", VS_ROUTE_READY}, {"/metrics", VS_ROUTE_METRICS},
+        {"/predict", VS_ROUTE_PREDICT},      {"/predict/batch", VS_ROUTE_PREDICT_BATCH},
+        {"/health", VS_ROUTE_HEALTH},        {"/health/live", VS_ROUTE_LIVE},
+        {"/health/ready", VS_ROUTE_READY},   {"/metrics", VS_ROUTE_METRICS},
+        {"/docs", VS_ROUTE_DOCS},            {"/openapi.json", VS_ROUTE_OPENAPI},
+        {"/v2", VS_ROUTE_V2},                {"/v2/health/live", VS_ROUTE_V2_LIVE},
+        {"/v2/health/ready", VS_ROUTE_V2_READY},
     };
     size_t n = strlen(url);
+    if (n == 1 && url[0] == '/') return VS_ROUTE_ROOT;
     if (n > 1 && url[n - 1] == '/') n--; /* "/predict/" == "/predict" */
     for (size_t i = 0; i < VS_ARRAY_LEN(table); i++)
         if (strlen(table[i].path) == n && !strncmp(url, table[i].path, n)) return table[i].r;
+    /* "/models/{model_id}": any non-empty id (hub ids contain a slash). */
+    if (n > 8 && !strncmp(url, "/models/", 8)) return VS_ROUTE_HF_MODEL;
+    /* "/v2/models/{model}[/ready|/infer]" (the handler checks the name). */
+    if (n > 11 && !strncmp(url, "/v2/models/", 11)) {
+        if (n > 17 && !strncmp(url + n - 6, "/infer", 6)) return VS_ROUTE_V2_INFER;
+        if (n > 17 && !strncmp(url + n - 6, "/ready", 6)) return VS_ROUTE_V2_MODEL_READY;
+        return VS_ROUTE_V2_MODEL;
+    }
     return VS_ROUTE_OTHER;
 }
 
-static bool is_post_route(enum vs_metrics_route r)
+static unsigned methods_of(enum vs_metrics_route r)
 {
-    return r == VS_ROUTE_PREDICT || r == VS_ROUTE_PREDICT_BATCH;
+    switch (r) {
+    case VS_ROUTE_ROOT: return M_GET | M_POST;
+    case VS_ROUTE_PREDICT: case VS_ROUTE_PREDICT_BATCH: case VS_ROUTE_HF_MODEL:
+    case VS_ROUTE_V2_INFER: return M_POST;
+    default: return M_GET;
+    }
+}
+
+/* The Allow header (OPTIONS, answered on every route, is left out as the
+ * original API did). */
+static const char *allow_of(unsigned m)
+{
+    return m == M_POST ? "POST" : m == M_GET ? "GET, HEAD" : "GET, HEAD, POST";
+}
+
+/* Prediction requests: the ones that need a key and count against limits. */
+static bool is_prediction(enum vs_metrics_route r, bool is_post)
+{
+    return is_post && (methods_of(r) & M_POST);
 }
 
 /* A client's X-Request-ID is echoed if it is 1..64 printable, quote-free
@@ -244,6 +268,7 @@ static void set_request_id(struct req *r, struct MHD_Connection *c)
 static void set_client(struct req *r, struct MHD_Connection *c)
 {
     snprintf(r->client, sizeof r->client, "?");
+    snprintf(r->ip, sizeof r->ip, "?");
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     if (!ci || !ci->client_addr) return;
@@ -260,6 +285,7 @@ static void set_client(struct req *r, struct MHD_Connection *c)
         port = ntohs(in6->sin6_port);
     }
     snprintf(r->client, sizeof r->client, "%s:%d", ip, port);
+    snprintf(r->ip, sizeof r->ip, "%s", ip);
 }
 
 /* ---- GET routes ------------------------------------------------------- */
@@ -307,14 +333,14 @@ static enum MHD_Result handle_health(struct req *r, struct MHD_Connection *c)
     } else {
         code = 503;
         vs_jbuf_printf(&b, "{\"status\":\"%s\",\"model_loaded\":%s", state_word(st),
-                       model_usable(s) ? "true" : "false");
+                       vs_serve_model_usable(s) ? "true" : "false");
         if (st == VS_SERVE_FAILED) {
             vs_jbuf_puts(&b, ",\"detail\":");
             vs_jbuf_json_cstr(&b, s->load_err.msg);
         }
         vs_jbuf_puts(&b, "}");
     }
-    return respond(r, c, code, "application/json", &b,
+    return vs_serve_respond(r, c, code, "application/json", &b,
                    code == 503 ? "Retry-After" : NULL, code == 503 ? "1" : NULL);
 }
 
@@ -333,7 +359,7 @@ static enum MHD_Result handle_metrics(struct req *r, struct MHD_Connection *c)
     x.cache_capacity = cs.capacity;
     x.max_batch = s->cfg.max_batch;
     x.model = x.backend = x.device = x.precision = "";
-    if (model_usable(s)) {
+    if (vs_serve_model_usable(s)) {
         x.ready = get_state(s) == VS_SERVE_READY;
         x.queue_depth = vs_batcher_depth(s->batcher);
         x.model = s->info->name;
@@ -345,28 +371,13 @@ static enum MHD_Result handle_metrics(struct req *r, struct MHD_Connection *c)
     struct vs_jbuf b;
     vs_jbuf_init(&b, 0);
     vs_metrics_render(s->metrics, &x, &b);
-    return respond(r, c, 200, "text/plain; version=0.0.4; charset=utf-8", &b, NULL, NULL);
+    return vs_serve_respond(r, c, 200, "text/plain; version=0.0.4; charset=utf-8", &b, NULL, NULL);
 }
 
 /* ---- the inference pipeline ------------------------------------------- */
 
-/* One uploaded image through the pipeline. */
-struct image_job {
-    const uint8_t *data;
-    size_t len;
-    const char *filename;          /* for messages ("" for a raw body) */
-    uint8_t key[32];
-    int alias;                     /* index of an identical earlier image, or -1 */
-    int state;                     /* VS_RCACHE_* */
-    struct vs_rcache_entry *entry;
-    bool filled;                   /* claim completed (fill or fail) */
-    float *pixels;                 /* [3][H][W] for a claimed image */
-    float *logits;                 /* [num_labels] */
-    struct vs_batch_item item;
-};
-
 /* Decodes and preprocesses one image into job->pixels (this thread). */
-static enum vs_status prepare_image(struct vs_server *s, struct image_job *j,
+static enum vs_status prepare_image(struct vs_server *s, struct vs_srv_job *j,
                                     struct vs_err *err)
 {
     const struct vs_model_info *in = s->info;
@@ -395,7 +406,7 @@ static enum vs_status prepare_image(struct vs_server *s, struct image_job *j,
 
 /* Releases everything a job holds; a claim not yet completed is failed
  * with *why so that single-flight waiters are released. */
-static void job_cleanup(struct vs_server *s, struct image_job *j, const struct vs_err *why)
+static void job_cleanup(struct vs_server *s, struct vs_srv_job *j, const struct vs_err *why)
 {
     if (j->entry) {
         if (j->state == VS_RCACHE_CLAIMED && !j->filled) vs_rcache_fail(s->cache, j->entry, why);
@@ -410,9 +421,10 @@ static void job_cleanup(struct vs_server *s, struct image_job *j, const struct v
 /* Runs n images through cache + batcher.  On success every job has
  * logits; *from_cache tells whether none of them needed a forward pass.
  * On failure *bad is the index of the image at fault (or -1). */
-static enum vs_status classify_jobs(struct vs_server *s, struct req *r, struct image_job *jobs,
-                                    int n, uint64_t deadline_ns, int *bad, struct vs_err *err)
+enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
+                                 uint64_t deadline_ns, int *bad, struct vs_err *err)
 {
+    struct vs_server *s = r->s;
     const struct vs_model_info *in = s->info;
     const int L = in->num_labels;
     uint64_t now_ms = (uint64_t)vs_now_ms();
@@ -422,7 +434,7 @@ static enum vs_status classify_jobs(struct vs_server *s, struct req *r, struct i
     /* 1. Key every image (SHA-256 of the bytes, bound to the model), fold
      *    duplicates within the request, look each key up once. */
     for (int i = 0; i < n; i++) {
-        struct image_job *j = &jobs[i];
+        struct vs_srv_job *j = &jobs[i];
         uint8_t both[64];
         vs_sha256(j->data, j->len, both);
         memcpy(both + 32, s->model_key, 32);
@@ -445,7 +457,7 @@ static enum vs_status classify_jobs(struct vs_server *s, struct req *r, struct i
     if (claimed && !items) return vs_err_set(err, VS_NOMEM, "out of memory");
     int ni = 0;
     for (int i = 0; i < n; i++) {
-        struct image_job *j = &jobs[i];
+        struct vs_srv_job *j = &jobs[i];
         if (j->alias >= 0 || j->state != VS_RCACHE_CLAIMED) continue;
         enum vs_status st = prepare_image(s, j, err);
         if (st) {
@@ -471,9 +483,10 @@ static enum vs_status classify_jobs(struct vs_server *s, struct req *r, struct i
          * image get it even if another image of this request failed). */
         enum vs_status first = VS_OK;
         for (int i = 0; i < n; i++) {
-            struct image_job *j = &jobs[i];
+            struct vs_srv_job *j = &jobs[i];
             if (j->alias >= 0 || j->state != VS_RCACHE_CLAIMED) continue;
             r->batch_size = VS_MAX(r->batch_size, j->item.batch_size);
+            r->queue_ms = VS_MAX(r->queue_ms, (double)j->item.queue_ns / 1e6);
             free(j->pixels);
             j->pixels = NULL;
             struct vs_err e = {0};
@@ -497,7 +510,7 @@ static enum vs_status classify_jobs(struct vs_server *s, struct req *r, struct i
 
     /* 4. Hits and single-flight waits (only now: we hold no open claim). */
     for (int i = 0; i < n; i++) {
-        struct image_job *j = &jobs[i];
+        struct vs_srv_job *j = &jobs[i];
         if (j->alias >= 0 || j->state == VS_RCACHE_CLAIMED) continue;
         if (j->state == VS_RCACHE_PENDING) {
             enum vs_status st = vs_rcache_wait(s->cache, j->entry, deadline_ns, err);
@@ -510,6 +523,55 @@ static enum vs_status classify_jobs(struct vs_server *s, struct req *r, struct i
     }
     r->cache_hit = from_cache;
     return VS_OK;
+}
+
+void vs_serve_jobs_free(struct vs_server *s, struct vs_srv_job *jobs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct vs_err cancelled;
+        vs_err_set(&cancelled, VS_BUSY,
+                   "an identical request in flight failed on another image; retry");
+        job_cleanup(s, &jobs[i], &cancelled);
+    }
+}
+
+const float *vs_serve_job_logits(const struct vs_srv_job *jobs, int i)
+{
+    return jobs[i].alias >= 0 ? jobs[jobs[i].alias].logits : jobs[i].logits;
+}
+
+enum vs_status vs_serve_run_pixels(struct req *r, const float *pixels, int n, float *logits,
+                                   uint64_t deadline_ns, struct vs_err *err)
+{
+    struct vs_server *s = r->s;
+    const size_t L = (size_t)s->info->num_labels;
+    struct vs_batch_item *items = calloc((size_t)n, sizeof *items);
+    struct vs_batch_item **ptrs = calloc((size_t)n, sizeof *ptrs);
+    if (!items || !ptrs) {
+        free(items);
+        free(ptrs);
+        return vs_err_set(err, VS_NOMEM, "out of memory for %d items", n);
+    }
+    for (int i = 0; i < n; i++) {
+        items[i].in = pixels + (size_t)i * s->in_floats;  /* [3][H][W] */
+        items[i].out = logits + (size_t)i * L;             /* [num_labels] */
+        items[i].deadline_ns = deadline_ns;
+        ptrs[i] = &items[i];
+    }
+    enum vs_status st = vs_batcher_submit(s->batcher, ptrs, n, err);
+    if (!st) {
+        vs_batcher_wait(s->batcher, ptrs, n);
+        for (int i = 0; i < n; i++) {
+            r->batch_size = VS_MAX(r->batch_size, items[i].batch_size);
+            r->queue_ms = VS_MAX(r->queue_ms, (double)items[i].queue_ns / 1e6);
+            if (items[i].status && !st)
+                st = vs_err_set(err, items[i].status, "%s", items[i].msg);
+        }
+    }
+    r->cache_hit = 0;
+    free(items);
+    free(ptrs);
+    return st;
 }
 
 /* Appends one {"predictions":[...],"cached":..,"processing_time_ms":..,
@@ -563,18 +625,18 @@ static enum MHD_Result handle_predict(struct req *r, struct MHD_Connection *c)
     struct vs_server *s = r->s;
     const bool batch = r->route == VS_ROUTE_PREDICT_BATCH;
     const uint64_t t_start = vs_now_ns();
-    const uint64_t deadline = r->t0_ns + (uint64_t)(s->cfg.request_timeout_s * 1e9);
+    const uint64_t deadline = vs_serve_deadline(r);
     char why[256];
     int top_k;
     if (parse_top_k(s, c, &top_k, why, sizeof why))
-        return respond_error(r, c, 400, NULL, NULL, "%s", why);
+        return vs_serve_error(r, c, 400, NULL, NULL, "%s", why);
 
     /* Find the image bytes: multipart fields, or the raw body. */
     const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     const char *field = batch ? "files" : "file";
     struct vs_mp_part *parts = NULL;
     size_t nparts = 0;
-    struct image_job *jobs = NULL;
+    struct vs_srv_job *jobs = NULL;
     int n = 0;
     enum MHD_Result ret;
     struct vs_err err = {0};
@@ -583,13 +645,13 @@ static enum MHD_Result handle_predict(struct req *r, struct MHD_Connection *c)
     if (vs_multipart_is_form(ct)) {
         char boundary[VS_MP_MAX_BOUNDARY + 1];
         if (vs_multipart_boundary(ct, boundary, sizeof boundary, &err))
-            return respond_error(r, c, 400, NULL, NULL, "%s", err.msg);
+            return vs_serve_error(r, c, 400, NULL, NULL, "%s", err.msg);
         parts = calloc(MAX_PARTS, sizeof *parts);
-        if (!parts) return respond_error(r, c, 500, NULL, NULL, "out of memory");
+        if (!parts) return vs_serve_error(r, c, 500, NULL, NULL, "out of memory");
         if (vs_multipart_parse(body ? body : (const uint8_t *)"", body_len, boundary, parts,
                                MAX_PARTS, &nparts, &err)) {
             free(parts);
-            return respond_error(r, c, 400, NULL, NULL, "%s", err.msg);
+            return vs_serve_error(r, c, 400, NULL, NULL, "%s", err.msg);
         }
         for (size_t i = 0; i < nparts; i++)
             if (!strcmp(parts[i].name, field)) n++;
@@ -599,22 +661,22 @@ static enum MHD_Result handle_predict(struct req *r, struct MHD_Connection *c)
     if (n == 0) {
         free(parts);
         if (batch)
-            return respond_error(r, c, 422, NULL, NULL,
+            return vs_serve_error(r, c, 422, NULL, NULL,
                                  "missing form field 'files' (multipart/form-data, 1 to %d images)",
                                  MAX_BATCH_FILES);
-        return respond_error(r, c, 422, NULL, NULL,
+        return vs_serve_error(r, c, 422, NULL, NULL,
                              "missing form field 'file' (send multipart/form-data or the image "
                              "bytes as the request body)");
     }
     if (batch && n > MAX_BATCH_FILES) {
         free(parts);
-        return respond_error(r, c, 400, NULL, NULL,
+        return vs_serve_error(r, c, 400, NULL, NULL,
                              "too many files: %d (at most %d per request)", n, MAX_BATCH_FILES);
     }
     jobs = calloc((size_t)n, sizeof *jobs);
     if (!jobs) {
         free(parts);
-        return respond_error(r, c, 500, NULL, NULL, "out of memory");
+        return vs_serve_error(r, c, 500, NULL, NULL, "out of memory");
     }
     if (parts) {
         int k = 0;
@@ -633,24 +695,24 @@ static enum MHD_Result handle_predict(struct req *r, struct MHD_Connection *c)
     r->images = n;
     for (int i = 0; i < n; i++) {
         if (jobs[i].len == 0) {
-            ret = respond_error(r, c, 400, NULL, NULL, "file '%s' is empty", jobs[i].filename);
+            ret = vs_serve_error(r, c, 400, NULL, NULL, "file '%s' is empty", jobs[i].filename);
             goto out;
         }
     }
 
     int bad = -1;
-    enum vs_status st = classify_jobs(s, r, jobs, n, deadline, &bad, &err);
+    enum vs_status st = vs_serve_classify(r, jobs, n, deadline, &bad, &err);
     if (st) {
-        unsigned code = http_status_of(st);
+        unsigned code = vs_serve_http_status(st);
         if (bad >= 0 && (st == VS_BAD_INPUT || st == VS_UNSUPPORTED || st == VS_TOO_LARGE)) {
             const char *fn = jobs[bad].filename;
             if (fn[0])
-                ret = respond_error(r, c, code, NULL, NULL, "invalid image file '%s': %s", fn,
+                ret = vs_serve_error(r, c, code, NULL, NULL, "invalid image file '%s': %s", fn,
                                     err.msg);
             else
-                ret = respond_error(r, c, code, NULL, NULL, "invalid image: %s", err.msg);
+                ret = vs_serve_error(r, c, code, NULL, NULL, "invalid image: %s", err.msg);
         } else {
-            ret = respond_error(r, c, code, NULL, NULL, "%s",
+            ret = vs_serve_error(r, c, code, NULL, NULL, "%s",
                                 err.msg[0] ? err.msg : vs_status_str(st));
         }
         goto out;
@@ -662,27 +724,172 @@ static enum MHD_Result handle_predict(struct req *r, struct MHD_Connection *c)
     vs_jbuf_init(&b, 0);
     if (batch) vs_jbuf_puts(&b, "[");
     for (int i = 0; i < n; i++) {
-        const struct image_job *j = jobs[i].alias >= 0 ? &jobs[jobs[i].alias] : &jobs[i];
+        const struct vs_srv_job *j = jobs[i].alias >= 0 ? &jobs[jobs[i].alias] : &jobs[i];
         if (i) vs_jbuf_puts(&b, ",");
         render_result(&b, s->info, j->logits, top_k, j->state != VS_RCACHE_CLAIMED, ms);
     }
     if (batch) vs_jbuf_puts(&b, "]");
     vs_metrics_inference(s->metrics, r->route, elapsed_s(t_start));
-    ret = respond(r, c, 200, "application/json", &b, NULL, NULL);
+    ret = vs_serve_respond(r, c, 200, "application/json", &b, NULL, NULL);
 
 out:
-    for (int i = 0; i < n; i++) {
-        struct vs_err cancelled;
-        vs_err_set(&cancelled, VS_BUSY,
-                   "an identical request in flight failed on another image; retry");
-        job_cleanup(s, &jobs[i], &cancelled);
-    }
+    vs_serve_jobs_free(s, jobs, n);
     free(jobs);
     free(parts);
     return ret;
 }
 
 /* ---- the MHD callbacks ------------------------------------------------ */
+
+/* Collects the values of every X-Forwarded-For header line; keeps the last. */
+static enum MHD_Result last_xff(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    (void)kind;
+    if (key && value && !strcasecmp(key, "X-Forwarded-For")) *(const char **)cls = value;
+    return MHD_YES;
+}
+
+/* The rate-limit key of a request: the API key's id when auth is on, else
+ * the client address — with --trust-proxy the right-most X-Forwarded-For
+ * entry (the address our proxy saw; entries to its left are whatever the
+ * client wrote, so they are never trusted), else the socket peer. */
+static void client_key(struct req *r, struct MHD_Connection *c, const char *key_id, char *out,
+                       size_t size)
+{
+    if (key_id) {
+        snprintf(out, size, "key:%s", key_id);
+        return;
+    }
+    if (r->s->cfg.trust_proxy) {
+        const char *xff = NULL;
+        MHD_get_connection_values(c, MHD_HEADER_KIND, last_xff, &xff);
+        if (xff) {
+            const char *e = xff + strlen(xff);
+            while (e > xff && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == ',')) e--;
+            const char *b = e;
+            while (b > xff && b[-1] != ',') b--;
+            while (b < e && (*b == ' ' || *b == '\t')) b++;
+            char ip[INET6_ADDRSTRLEN + 1];
+            size_t n = (size_t)(e - b);
+            unsigned char bin[16];
+            if (n > 0 && n < sizeof ip) {
+                memcpy(ip, b, n);
+                ip[n] = '\0';
+                if (inet_pton(AF_INET, ip, bin) == 1 || inet_pton(AF_INET6, ip, bin) == 1) {
+                    snprintf(out, size, "ip:%s", ip);
+                    return;
+                }
+            }
+        }
+    }
+    snprintf(out, size, "ip:%s", r->ip);
+}
+
+/* CORS preflight (OPTIONS on a known route): 204 with what may be sent. */
+static enum MHD_Result handle_preflight(struct req *r, struct MHD_Connection *c)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Allow", allow_of(methods_of(r->route)));
+    if (r->cors_origin[0]) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", VS_CORS_ALLOW_METHODS);
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers", VS_CORS_ALLOW_HEADERS);
+        MHD_add_response_header(resp, "Access-Control-Max-Age", VS_CORS_MAX_AGE);
+    }
+    return queue(r, c, 204, resp, NULL, 0, NULL, NULL);
+}
+
+/* First call of a request: everything that does not need the body. */
+static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, const char *url,
+                                     const char *method)
+{
+    struct vs_server *s = r->s;
+    bool is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    bool is_post = !strcmp(method, "POST");
+    bool is_options = !strcmp(method, "OPTIONS");
+    /* The Hugging Face and KServe routes answer errors as {"error": ...}
+     * (what their clients read); the original API as {"detail": ...}. */
+    r->err_key = (r->route == VS_ROUTE_HF_MODEL || (r->route == VS_ROUTE_ROOT && is_post) ||
+                  r->route >= VS_ROUTE_V2) && r->route != VS_ROUTE_OTHER
+                     ? "error" : "detail";
+    bool vary = false;
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *allow = vs_cors_origin(s->cors, origin, &vary);
+    if (allow) snprintf(r->cors_origin, sizeof r->cors_origin, "%s", allow);
+    r->cors_vary = vary;
+
+    if (r->route == VS_ROUTE_OTHER)
+        return vs_serve_error(r, c, 404, NULL, NULL, "no route for %s %.200s", method, url);
+    unsigned m = methods_of(r->route);
+    if (is_options) return handle_preflight(r, c);
+    if (!((is_get && (m & M_GET)) || (is_post && (m & M_POST))))
+        return vs_serve_error(r, c, 405, "Allow", allow_of(m), "method %s not allowed on %s",
+                             method, vs_metrics_route_name(r->route));
+    if (!is_prediction(r->route, is_post)) {
+        switch (r->route) {
+        case VS_ROUTE_METRICS: return handle_metrics(r, c);
+        case VS_ROUTE_HEALTH: case VS_ROUTE_LIVE: case VS_ROUTE_READY:
+            return handle_health(r, c);
+        case VS_ROUTE_ROOT: case VS_ROUTE_DOCS: case VS_ROUTE_OPENAPI:
+            return vs_serve_web_get(r, c);
+        default: return vs_serve_v2_get(r, c, url);
+        }
+    }
+
+    /* A prediction: key, then rate limit, then the model. */
+    char key_id[33];
+    bool authed = false;
+    if (vs_auth_enabled(s->auth)) {
+        const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+        if (!vs_auth_check(s->auth, h, key_id))
+            return vs_serve_error(r, c, 401, "WWW-Authenticate", "Bearer realm=\"vitserve\"",
+                                 h ? "invalid API key (send Authorization: Bearer <key>)"
+                                   : "missing API key (send Authorization: Bearer <key>)");
+        authed = true;
+    }
+    if (s->rl) {
+        char ck[96];
+        client_key(r, c, authed ? key_id : NULL, ck, sizeof ck);
+        struct vs_ratelimit_result rr;
+        vs_ratelimit_take(s->rl, ck, vs_now_ns(), &rr);
+        vs_ratelimit_headers(&rr, r->rl_policy, sizeof r->rl_policy, r->rl_state,
+                             sizeof r->rl_state);
+        r->rl_set = true;
+        if (!rr.allowed) {
+            char ra[16];
+            snprintf(ra, sizeof ra, "%d", rr.retry_after_s);
+            return vs_serve_error(r, c, 429, "Retry-After", ra,
+                                 "rate limit exceeded: %d requests per %d s; retry in %d s",
+                                 rr.limit, rr.window_s, rr.retry_after_s);
+        }
+    }
+    if (!vs_serve_model_usable(s)) {
+        enum vs_serve_state st = get_state(s);
+        return vs_serve_error(r, c, 503, NULL, NULL, "model is %s",
+                             st == VS_SERVE_FAILED ? "not available (loading failed)"
+                                                   : "still loading");
+    }
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    if (cl) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(cl, &end, 10);
+        if (end != cl && !*end && !errno) {
+            if (v > s->cfg.max_upload_bytes)
+                return vs_serve_error(r, c, 413, NULL, NULL,
+                                     "request body of %llu bytes exceeds the limit of %zu bytes",
+                                     v, s->cfg.max_upload_bytes);
+            /* Reserve the whole body once (no regrowth while it streams). */
+            vs_jbuf_add(&r->body, "", 0);
+            if (v > 0 && !r->body.failed && r->body.cap < v + 1) {
+                char *d = realloc(r->body.data, (size_t)v + 1);
+                if (d) { r->body.data = d; r->body.cap = (size_t)v + 1; }
+            }
+        }
+    }
+    return MHD_YES;
+}
 
 static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const char *url,
                                       const char *method, const char *version,
@@ -702,50 +909,14 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
         r->t0_ns = vs_now_ns();
         r->cache_hit = -1;
         r->route = route_of(url);
+        r->err_key = "detail";
         snprintf(r->method, sizeof r->method, "%s", method);
         vs_jbuf_init(&r->body, s->cfg.max_upload_bytes ? s->cfg.max_upload_bytes : 1);
         set_request_id(r, c);
         set_client(r, c);
         atomic_fetch_add(&s->inflight, 1);
         *con_cls = r;
-
-        bool is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-        bool is_post = !strcmp(method, "POST");
-        if (r->route == VS_ROUTE_OTHER)
-            return respond_error(r, c, 404, NULL, NULL, "no route for %s %.200s", method, url);
-        if (is_post_route(r->route) && !is_post)
-            return respond_error(r, c, 405, "Allow", "POST", "method %s not allowed on %s",
-                                 method, vs_metrics_route_name(r->route));
-        if (!is_post_route(r->route) && !is_get)
-            return respond_error(r, c, 405, "Allow", "GET, HEAD", "method %s not allowed on %s",
-                                 method, vs_metrics_route_name(r->route));
-        if (r->route == VS_ROUTE_METRICS) return handle_metrics(r, c);
-        if (!is_post_route(r->route)) return handle_health(r, c);
-        if (!model_usable(s)) {
-            enum vs_serve_state st = get_state(s);
-            return respond_error(r, c, 503, NULL, NULL, "model is %s",
-                                 st == VS_SERVE_FAILED ? "not available (loading failed)"
-                                                       : "still loading");
-        }
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl) {
-            char *end = NULL;
-            errno = 0;
-            unsigned long long v = strtoull(cl, &end, 10);
-            if (end != cl && !*end && !errno) {
-                if (v > s->cfg.max_upload_bytes)
-                    return respond_error(r, c, 413, NULL, NULL,
-                                         "request body of %llu bytes exceeds the limit of %zu bytes",
-                                         v, s->cfg.max_upload_bytes);
-                /* Reserve the whole body once (no regrowth while it streams). */
-                vs_jbuf_add(&r->body, "", 0);
-                if (v > 0 && !r->body.failed && r->body.cap < v + 1) {
-                    char *d = realloc(r->body.data, (size_t)v + 1);
-                    if (d) { r->body.data = d; r->body.cap = (size_t)v + 1; }
-                }
-            }
-        }
-        return MHD_YES;
+        return begin_request(r, c, url, method);
     }
     if (r->responded) {
         /* An early response was queued; swallow whatever still arrives. */
@@ -769,8 +940,14 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
         *upload_size = 0;
         return MHD_YES;
     }
-    /* Last call: the body is complete. */
-    return handle_predict(r, c);
+    /* Last call: the body is complete; every prediction gets timing headers. */
+    r->timing = true;
+    r->work_t0_ns = vs_now_ns();
+    switch (r->route) {
+    case VS_ROUTE_ROOT: case VS_ROUTE_HF_MODEL: return vs_serve_hf_predict(r, c, url);
+    case VS_ROUTE_V2_INFER: return vs_serve_v2_infer(r, c, url);
+    default: return handle_predict(r, c);
+    }
 }
 
 static void request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -925,9 +1102,8 @@ static uint64_t random_seed(void)
     return seed;
 }
 
-static void log_config(const struct vs_server *s)
+static void log_config(const struct vs_server *s, const struct vs_serve_config *c)
 {
-    const struct vs_serve_config *c = &s->cfg;
     struct vs_jbuf f;
     vs_jbuf_init(&f, 0);
     vs_jbuf_puts(&f, ",\"model\":");
@@ -942,6 +1118,12 @@ static void log_config(const struct vs_server *s)
                    c->cache_ttl_s, c->max_upload_bytes,
                    (unsigned long long)(c->max_pixels ? c->max_pixels : VS_IMAGE_DEFAULT_MAX_PIXELS),
                    c->idle_timeout_s, vs_precision_name(c->model_opts.precision));
+    vs_jbuf_printf(&f, ",\"auth\":%s,\"api_keys\":%zu,\"rate_limit\":",
+                   vs_auth_enabled(s->auth) ? "true" : "false", vs_auth_count(s->auth));
+    vs_jbuf_json_cstr(&f, c->rate_limit && *c->rate_limit ? c->rate_limit : "off");
+    vs_jbuf_puts(&f, ",\"cors_origins\":");
+    vs_jbuf_json_cstr(&f, c->cors_origins ? c->cors_origins : "*");
+    vs_jbuf_printf(&f, ",\"trust_proxy\":%s", c->trust_proxy ? "true" : "false");
     vs_slog(VS_LOG_INFO, "starting", &f);
     vs_jbuf_deinit(&f);
 }
@@ -969,11 +1151,26 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     enum vs_status st;
     uint64_t ttl_ms = (uint64_t)(cfg->cache_ttl_s * 1000.0);
     if ((st = vs_rcache_create(cfg->cache_entries, ttl_ms, &s->cache, err)) ||
-        (st = vs_metrics_create(&s->metrics, err))) {
+        (st = vs_metrics_create(&s->metrics, err)) ||
+        (st = vs_auth_create(cfg->api_keys, cfg->api_keys_file, &s->auth, err)) ||
+        (st = vs_cors_create(cfg->cors_origins ? cfg->cors_origins : "*", &s->cors, err)) ||
+        (st = vs_serve_web_init(s, err))) {
         vs_serve_destroy(s);
         return st;
     }
-    log_config(s);
+    if (cfg->rate_limit && *cfg->rate_limit) {
+        int limit = 0, window = 0;
+        if ((st = vs_ratelimit_parse(cfg->rate_limit, &limit, &window, err)) ||
+            (st = vs_ratelimit_create(limit, window,
+                                      cfg->rate_limit_clients ? cfg->rate_limit_clients : 10000,
+                                      &s->rl, err))) {
+            vs_serve_destroy(s);
+            return st;
+        }
+    }
+    /* Pointers into the caller's strings are not kept past start. */
+    s->cfg.api_keys = s->cfg.api_keys_file = s->cfg.cors_origins = s->cfg.rate_limit = NULL;
+    log_config(s, cfg);
 
     /* Resolve the bind address (numeric or a name such as "localhost"). */
     struct addrinfo hints = {.ai_flags = AI_PASSIVE, .ai_socktype = SOCK_STREAM}, *ai = NULL;
@@ -1073,6 +1270,13 @@ enum vs_status vs_serve_drain(struct vs_server *s, double grace_s, struct vs_err
     return VS_OK;
 }
 
+enum vs_status vs_serve_reload(struct vs_server *s, size_t *nkeys, struct vs_err *err)
+{
+    enum vs_status st = vs_auth_reload(s->auth, err);
+    if (!st && nkeys) *nkeys = vs_auth_count(s->auth);
+    return st;
+}
+
 void vs_serve_destroy(struct vs_server *s)
 {
     if (!s) return;
@@ -1082,5 +1286,9 @@ void vs_serve_destroy(struct vs_server *s)
     vs_model_destroy(s->model);
     vs_rcache_destroy(s->cache);
     vs_metrics_destroy(s->metrics);
+    vs_auth_destroy(s->auth);
+    vs_cors_destroy(s->cors);
+    vs_ratelimit_destroy(s->rl);
+    free(s->openapi);
     free(s);
 }
