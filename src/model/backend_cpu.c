@@ -435,6 +435,30 @@ static enum vs_status q8_relayout(struct cpu_ctx *c, struct vs_err *err)
     return VS_OK;
 }
 
+/* int8: true when every batch size 1..max_batch accepts the weight layouts
+ * in q8_md (checked on primitive descriptors only, which generate no code),
+ * so that reordering the weights into them cannot strand a later plan. */
+static bool q8_layout_fits_all(struct cpu_ctx *c)
+{
+    const struct vs_vit_config *g = &c->cfg;
+    const int64_t D = g->hidden, F = g->mlp, T = g->tokens;
+    for (int n = 1; n <= c->max_batch; n++)
+        for (int i = 0; i < 3; i++) {
+            const int64_t K = i == 0 ? D : (i == 1 ? VS_MIN(D, F) : VS_MAX(D, F));
+            const int64_t N = i == 0 ? D : (i == 1 ? VS_MAX(D, F) : VS_MIN(D, F));
+            dnnl_memory_desc_t a, d;
+            md_rows(&a, n * T, K, K, dnnl_u8);
+            md_rows(&d, n * T, N, N, dnnl_f32);
+            dnnl_matmul_desc_t desc;
+            dnnl_primitive_desc_t pd = NULL;
+            dnnl_status_t s = dnnl_matmul_desc_init(&desc, &a, &c->q8_md[i], NULL, &d);
+            if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, NULL, c->eng, NULL);
+            if (pd) dnnl_primitive_desc_destroy(pd);
+            if (s != dnnl_success) return false;
+        }
+    return true;
+}
+
 static void plan_destroy(struct plan *p)
 {
     mm_destroy(&p->patch);
@@ -486,8 +510,19 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
         (st = linear_create(c, &p->fc2, "fc2", M, F, D, D, false, true, err)) != VS_OK)
         goto fail;
     if (c->prec == VS_PRECISION_INT8 && !c->q8_md_set) {
-        if ((st = q8_relayout(c, err)) != VS_OK) goto fail;
         c->q8_md_set = true;
+        if (!q8_layout_fits_all(c)) {
+            /* some batch size would not take the preferred layout: stay
+             * plain (every int8 kernel takes that) and rebuild this plan */
+            for (int i = 0; i < 3; i++) {
+                const int64_t K = i == 0 ? D : (i == 1 ? VS_MIN(D, F) : VS_MAX(D, F));
+                const int64_t N = i == 0 ? D : (i == 1 ? VS_MAX(D, F) : VS_MIN(D, F));
+                md_linear_w(&c->q8_md[i], K, N, dnnl_s8);
+            }
+            plan_destroy(p);
+            return plan_build(c, n, err);
+        }
+        if ((st = q8_relayout(c, err)) != VS_OK) goto fail;
     }
 
     /* scores, one image: Q (1,H,T,dh) = Q[t, h*dh + e] -> strides (TD, dh, D, 1);
