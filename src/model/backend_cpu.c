@@ -298,18 +298,16 @@ static enum vs_status act_alg(enum vs_act act, dnnl_alg_kind_t *alg, float *alph
 
 /* attr: one static output scale (fp32, oscale != 1), then post-ops:
  * optional eltwise, then optional sum.  int8 GEMMs get none. */
-static enum vs_status make_attr(dnnl_primitive_attr_t *out, bool int8, int64_t M,
-                                int64_t N, bool eltwise, dnnl_alg_kind_t alg,
-                                float alpha, bool sum, float oscale,
-                                struct vs_err *err)
+static enum vs_status make_attr(dnnl_primitive_attr_t *out, bool eltwise,
+                                dnnl_alg_kind_t alg, float alpha, bool sum,
+                                float oscale, struct vs_err *err)
 {
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     dnnl_status_t s = dnnl_primitive_attr_create(&attr);
     if (s == dnnl_success) s = dnnl_post_ops_create(&po);
-    if (s == dnnl_success && !int8 && oscale != 1.0f) {
+    if (s == dnnl_success && oscale != 1.0f)
         s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &oscale);
-    }
     if (s == dnnl_success && eltwise) s = dnnl_post_ops_append_eltwise(po, 1.0f, alg, alpha, 0.0f);
     if (s == dnnl_success && sum) s = dnnl_post_ops_append_sum(po, 1.0f);
     if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, po);
@@ -336,7 +334,7 @@ static enum vs_status linear_create(struct cpu_ctx *c, struct mm *mm,
                           (int)c->cfg.act);
     dnnl_primitive_attr_t attr;
     /* int8: a bare GEMM, dequantization is ours */
-    enum vs_status st = make_attr(&attr, int8, M, N, eltwise && !int8, alg, alpha,
+    enum vs_status st = make_attr(&attr, eltwise && !int8, alg, alpha,
                                   sum && !int8, 1.0f, err);
     if (st != VS_OK) return st;
     dnnl_memory_desc_t a, b, bias, d;
@@ -487,7 +485,7 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
 
     /* patch: col (n, G, K0) x patch_w^T broadcast (1, K0, D) + b, summed
      * into x viewed as (n, G, D) with strides (T*D, D, 1) at x + D. */
-    st = make_attr(&attr, false, 0, 0, false, dnnl_eltwise_relu, 0, true, 1.0f, err);
+    st = make_attr(&attr, false, dnnl_eltwise_relu, 0, true, 1.0f, err);
     if (st != VS_OK) goto fail;
     {
         const int64_t ad[3] = {n, G, K0}, as[3] = {G * K0, K0, 1};
@@ -527,7 +525,7 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
 
     /* scores, one image: Q (1,H,T,dh) = Q[t, h*dh + e] -> strides (TD, dh, D, 1);
      * K^T (1,H,dh,T) = K[t, h*dh + e] -> strides (TD, dh, 1, D); S dense. */
-    st = make_attr(&attr, false, 0, 0, false, dnnl_eltwise_relu, 0, false,
+    st = make_attr(&attr, false, dnnl_eltwise_relu, 0, false,
                    (float)(1.0 / sqrt((double)dh)), err);
     if (st != VS_OK) goto fail;
     {
