@@ -897,10 +897,21 @@ enum vs_status vs_decode_png(const uint8_t *data, size_t len,
         }
     }
 
-    /* Image.load realizes the palette: more than 256 entries fails. */
-    if (mi->mode[0] == 'P' && s.plte && s.plte_len * 8 / 24 > 256) {
-        st = vs_err_set(err, VS_BAD_INPUT, "PNG: PLTE of %zu bytes (invalid palette size)", s.plte_len);
-        goto fail;
+    /* Image.load realizes a PLTE taken while the mode was "P" (a later
+     * IHDR may have changed the mode): more than 256 entries fails; an
+     * "L"/"LA" image becomes "P"/"PA" and its values go through the
+     * palette; any other mode refuses a palette. */
+    int use_plte = 0;
+    if (s.plte) {
+        if (s.plte_len * 8 / 24 > 256) {
+            st = vs_err_set(err, VS_BAD_INPUT, "PNG: PLTE of %zu bytes (invalid palette size)", s.plte_len);
+            goto fail;
+        }
+        if (strcmp(mi->mode, "P") && strcmp(mi->mode, "L") && strcmp(mi->mode, "LA")) {
+            st = vs_err_set(err, VS_BAD_INPUT, "PNG: PLTE for a %s image (illegal image mode)", mi->mode);
+            goto fail;
+        }
+        use_plte = 1;
     }
 
     /* getexif(): the EXIF seen while opening wins; otherwise the state
@@ -941,7 +952,7 @@ enum vs_status vs_decode_png(const uint8_t *data, size_t len,
         const uint8_t *src = rgb + 2 * npx;
         uint8_t lut[256][3];
         for (int i = 0; i < 256; i++) lut[i][0] = lut[i][1] = lut[i][2] = (uint8_t)i;
-        if (mi->mode[0] == 'P' && s.plte)
+        if (use_plte)
             for (size_t i = 0; i < 256 && 3 * i + 3 <= s.plte_len; i++) memcpy(lut[i], s.plte + 3 * i, 3);
         for (size_t i = 0; i < npx; i++) {
             const uint8_t *c = lut[src[i]];
