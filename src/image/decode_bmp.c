@@ -370,6 +370,9 @@ enum vs_status vs_decode_bmp(const uint8_t *data, size_t len,
         if (rowbytes > stride)
             return vs_err_set(err, VS_BAD_INPUT, "BMP: row of %llu bytes exceeds stride %llu",
                               (unsigned long long)rowbytes, (unsigned long long)stride);
+        if (h > 1 && stride > (UINT64_MAX - rowbytes) / (h - 1))
+            return vs_err_set(err, VS_TOO_LARGE, "BMP: %llux%llu rows overflow", (unsigned long long)w,
+                              (unsigned long long)h);
         uint64_t need = stride * (h - 1) + rowbytes;
         if (offset > len || len - offset < need)
             return vs_err_set(err, VS_BAD_INPUT,
