@@ -116,6 +116,8 @@ static void test_hub_resolution(void **state)
 
     unsetenv("HUGGINGFACE_HUB_CACHE");
     setenv("HF_HUB_CACHE", cache, 1);
+    /* Resolution only: a missing model must not be downloaded here. */
+    setenv("HF_HUB_OFFLINE", "1", 1);
     snprintf(want, sizeof want, "%s/snapshots/" C1, repo);
     expect_resolve("my-org/vit.tiny", want);
     expect_resolve("my-org/vit.tiny@main", want);
@@ -132,9 +134,9 @@ static void test_hub_resolution(void **state)
     assert_string_equal(mi->dir, want);
     vs_model_destroy(m);
 
-    /* Missing: every place looked at is listed, and downloading is named. */
-    expect_not_found("my-org/absent", "models--my-org--absent", "not supported yet");
-    expect_not_found("my-org/vit.tiny@v3", "refs/v3", "not supported yet");
+    /* Missing: every place looked at is listed, and offline mode is named. */
+    expect_not_found("my-org/absent", "models--my-org--absent", "HF_HUB_OFFLINE");
+    expect_not_found("my-org/vit.tiny@v3", "refs/v3", "HF_HUB_OFFLINE");
     expect_not_found("my-org/vit.tiny@" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "snapshots/aaaa",
                      "no such snapshot");
     snprintf(p, sizeof p, "%s/refs/bad", repo);
@@ -164,6 +166,7 @@ static void test_hub_resolution(void **state)
     snprintf(want, sizeof want, "%s/hub/models--my-org--vit.tiny", home);
     expect_not_found("my-org/vit.tiny", want, "no such folder");
     unsetenv("HF_HOME");
+    unsetenv("HF_HUB_OFFLINE");
 
     /* An existing folder is used as is (a trailing '/' dropped). */
     expect_resolve(tiny, tiny);
