@@ -200,7 +200,7 @@ static long gin_block(struct gif_in *in, const uint8_t **p)
 static int palette_needed(const uint8_t *p, size_t n)
 {
     for (size_t i = 0; i < n; i += 3) {
-        unsigned e = (unsigned)((i / 3) & 0xFFFFFFu);
+        unsigned e = (unsigned)(i / 3);             /* entry number, <= 255 */
         for (size_t k = 0; k < 3; k++) {
             if (i + k >= n) return -1;
             if (p[i + k] != e) return 1;
