@@ -6,7 +6,7 @@
 # the lease; the whole script targets < 4 minutes.
 #
 #   OUT=/some/dir bash scripts/gpu-check.sh [--quick]
-# --quick: test + a short fp16 benchmark only.
+# --quick: the CUDA test + a short fp16/bf16 benchmark and profile only.
 set -u
 ROOT="$(pwd)"
 G="$ROOT/.gpu"
@@ -98,7 +98,9 @@ done
 # --- engine benchmark (ours: the backend alone, random ViT-B/16 weights) --------
 B="$G/bin/vs-bench_cuda"
 if [ $QUICK -eq 1 ]; then
-  step "bench fp16 quick" 60 "$B" --preset base --precision fp16 --batch 1,128 --iters 20 --seconds 5
+  step "bench quick" 60 "$B" --preset base --precision fp16,bf16 --batch 1,8,32,128 --iters 20 --seconds 4
+  step "bench quick chunk 16" 60 "$B" --preset base --precision fp16 --batch 32,128 --iters 15 --seconds 4 --chunk 16
+  step "profile fp16" 60 env VS_CUDA_PROFILE=1 "$B" --preset base --precision fp16 --batch 128 --iters 3 --warmup 0 --seconds 4
 else
   step "bench (chunk default)" 150 "$B" --preset base --precision fp32,fp16,bf16 \
        --batch 1,8,32,128 --iters 30 --seconds 6

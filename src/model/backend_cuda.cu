@@ -5,7 +5,7 @@
  * type TI = float / __half / __nv_bfloat16; biases, LayerNorm parameters,
  * cls and pos always fp32) and carves ONE cudaMalloc into a weight region
  * and an activation arena sized for `chunk` images (chunk = min(max_batch,
- * VS_CUDA_CHUNK, default 32)).  forward(n) cuts the batch into chunks:
+ * VS_CUDA_CHUNK, default 16)).  forward(n) cuts the batch into chunks:
  *   host pixels -> pinned staging (CPU memcpy) -> device (copy stream)
  *   -> im2col (compute stream, waits for that chunk's copy event)
  *   -> the network for m images (a CUDA graph captured on first use per m)
@@ -177,23 +177,26 @@ __global__ void k_resid_ln(float *x, const TI *y, const float *bias,
 
 /* Split the fused QKV projection into per-head operands.
  * y: (R = n*T, 3D) TI = [Q | K | V] without bias; bias: (3D).
- * qkv: 3 consecutive (n*H, T, dh) TI tensors Q, K, V (head h = columns
- * h*dh .. h*dh+dh-1 of each D-wide block).  Grid: (ceil(3D / 256), R). */
+ * qkv: Q, K, V at offsets 0, blk, 2*blk, each (n*H, Tp, dh) TI (head h =
+ * columns h*dh .. h*dh+dh-1 of each D-wide block).  Rows t >= T are never
+ * written: zeroed once at create, they keep every attention GEMM dimension
+ * a multiple of 8.  Grid: (ceil(3D / 256), R). */
 template <class TI>
-__global__ void k_qkv_split(const TI *y, const float *bias, TI *qkv, int R, int T,
-                            int H, int dh)
+__global__ void k_qkv_split(const TI *y, const float *bias, TI *qkv, size_t blk, int T,
+                            int Tp, int H, int dh)
 {
     const int D = H * dh, c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= 3 * D) return;
     const int r = blockIdx.y, which = c / D, cc = c % D, h = cc / dh, d = cc % dh;
     const int t = r % T, b = r / T;
-    const size_t dst = (size_t)which * R * D + (((size_t)b * H + h) * T + t) * dh + d;
+    const size_t dst = (size_t)which * blk + (((size_t)b * H + h) * Tp + t) * dh + d;
     qkv[dst] = to_ti<TI>(to_f(y[(size_t)r * 3 * D + c]) + bias[c]);
 }
 
 /* Softmax over keys, one warp per row (grid-stride over rows).
  * S: (rows, ld) fp32 raw scores Q.K (first T columns used);
- * P: (rows, ld) TI = softmax(S / sqrt(dh)), same layout.
+ * P: (rows, ld) TI = softmax(S / sqrt(dh)), same layout, 0 in columns
+ * T .. ld-1 (ld <= 32*NPL on the register path).
  * NPL > 0: the row lives in registers, NPL values per lane (T <= 32*NPL),
  * S is read once; NPL == 0: three passes over S for any T. */
 template <class TI, int NPL>
@@ -223,14 +226,15 @@ __global__ void k_softmax(const float *S, TI *P, long long rows, int T, int ld,
             }
             for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
 #pragma unroll
-            for (int q = 0; q < NPL; q++)
-                if (lane + 32 * q < T) p[lane + 32 * q] = to_ti<TI>(v[q] / sum);
+            for (int q = 0; q < NPL; q++)        /* v = 0 for T <= j < ld */
+                if (lane + 32 * q < ld) p[lane + 32 * q] = to_ti<TI>(v[q] / sum);
         } else {
             for (int j = lane; j < T; j += 32) m = fmaxf(m, s[j] / sqrt_dh);
             for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
             for (int j = lane; j < T; j += 32) sum += expf(s[j] / sqrt_dh - m);
             for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
             for (int j = lane; j < T; j += 32) p[j] = to_ti<TI>(expf(s[j] / sqrt_dh - m) / sum);
+            for (int j = T + lane; j < ld; j += 32) p[j] = to_ti<TI>(0.f);
         }
     }
 }
@@ -358,15 +362,15 @@ static size_t attn_smem_bytes(int T)
     return (64 + 2 * Tp) * ATTN_DH * 2 + 4 * 16 * (Tp > ATTN_DH ? Tp : ATTN_DH) * sizeof(float);
 }
 
-/* Heads back side by side.  ctx: (n*H, T, dh) TI -> out: (n*T, D) TI.
+/* Heads back side by side.  ctx: (n*H, Tp, dh) TI -> out: (n*T, D) TI.
  * Grid: (ceil(D / 256), n*T). */
 template <class TI>
-__global__ void k_merge(const TI *ctx, TI *out, int T, int H, int dh)
+__global__ void k_merge(const TI *ctx, TI *out, int T, int Tp, int H, int dh)
 {
     const int D = H * dh, cc = blockIdx.x * blockDim.x + threadIdx.x;
     if (cc >= D) return;
     const int r = blockIdx.y, h = cc / dh, d = cc % dh, t = r % T, b = r / T;
-    out[(size_t)r * D + cc] = ctx[(((size_t)b * H + h) * T + t) * dh + d];
+    out[(size_t)r * D + cc] = ctx[(((size_t)b * H + h) * Tp + t) * dh + d];
 }
 
 __device__ __forceinline__ float act_f(float v, int act)
@@ -447,7 +451,7 @@ struct cu_ctx {
 
     cudaDataType_t ti;      /* CUDA_R_32F / 16F / 16BF */
     size_t tsz;             /* sizeof(TI) */
-    int np, K, Tp;          /* patches, C*P*P, T rounded up to 8 */
+    int np, K, Tp;          /* patches, C*P*P, T rounded up to 8 (attention dims) */
 
     cudaStream_t s_comp, s_copy;
     cudaEvent_t *ev;        /* [max_batch] one per chunk of a call */
@@ -472,9 +476,10 @@ struct cu_ctx {
     float *x;               /* (R, D) residual stream */
     void *xn;               /* (R, D) TI: LN output / merged heads */
     void *y;                /* (R, max(3D, M)) TI GEMM output */
-    void *qkv;              /* 3 x (chunk*H, T, dh) TI */
-    float *S;               /* (chunk*H, T, Tp) fp32 scores */
-    void *P;                /* (chunk*H, T, Tp) TI probabilities */
+    void *qkv;              /* 3 x (chunk*H, Tp, dh) TI, rows past T zero */
+    size_t qkv_bytes;
+    float *S;               /* (chunk*H, Tp, Tp) fp32 scores */
+    void *P;                /* (chunk*H, Tp, Tp) TI probabilities */
     void *g;                /* (R, M) TI activations */
     float *logits_d;        /* (chunk, L) */
     void *wsp;              /* cuBLAS workspace */
@@ -644,32 +649,36 @@ static enum vs_status enqueue_net(struct cu_ctx *c, int m, struct vs_err *err)
             }
         }
         if (!fused) {
-            k_qkv_split<TI><<<rows_3d, 256, 0, s>>>(y, w->qkv_b, qkv, (int)R, T, H, dh);
+            /* Q, K, V: (bh, Tp, dh) each, rows past T zero */
+            const size_t blk = (size_t)c->chunk * H * Tp * dh;
+            k_qkv_split<TI><<<rows_3d, 256, 0, s>>>(y, w->qkv_b, qkv, blk, T, Tp, H, dh);
             LAUNCHED("qkv split kernel");
-            const TI *Q = qkv, *Kt = qkv + R * D, *V = qkv + 2 * R * D;
-            /* S[bh] (T x T, ld Tp, fp32) = Q[bh] (T x dh) . K[bh]^T */
-            BLAS(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, T, T, dh,
-                                            &k_one, Kt, ti, dh, (long long)T * dh,
-                                            Q, ti, dh, (long long)T * dh, &k_zero,
-                                            c->S, CUDA_R_32F, Tp, (long long)T * Tp, bh,
+            const TI *Q = qkv, *Kt = qkv + blk, *V = qkv + 2 * blk;
+            /* S[bh] (Tp x Tp, fp32) = Q[bh] (Tp x dh) . K[bh]^T; rows/cols past T
+             * are products with zero rows */
+            BLAS(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, Tp, Tp, dh,
+                                            &k_one, Kt, ti, dh, (long long)Tp * dh,
+                                            Q, ti, dh, (long long)Tp * dh, &k_zero,
+                                            c->S, CUDA_R_32F, Tp, (long long)Tp * Tp, bh,
                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "attention scores GEMM");
-            /* P = softmax(S / sqrt(dh)) over keys, rows = bh*T */
-            const long long srows = (long long)bh * T;
-            if (T <= 256)
+            /* P = softmax(S / sqrt(dh)) over the first T keys, 0 beyond;
+             * rows = bh*Tp (rows past T are harmless and never read back) */
+            const long long srows = (long long)bh * Tp;
+            if (Tp <= 256)
                 k_softmax<TI, 8><<<grid_for(srows * 32, 256), 256, 0, s>>>(c->S, P, srows, T, Tp, sqrt_dh);
             else
                 k_softmax<TI, 0><<<grid_for(srows * 32, 256), 256, 0, s>>>(c->S, P, srows, T, Tp, sqrt_dh);
             LAUNCHED("softmax kernel");
-            /* ctx[bh] (T x dh, TI) = P[bh] (T x T, ld Tp) . V[bh] (T x dh), into y */
-            BLAS(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, dh, T, T,
-                                            &k_one, V, ti, dh, (long long)T * dh,
-                                            P, ti, Tp, (long long)T * Tp, &k_zero,
-                                            y, ti, dh, (long long)T * dh, bh,
+            /* ctx[bh] (Tp x dh, TI) = P[bh] (Tp x Tp) . V[bh] (Tp x dh), into y */
+            BLAS(cublasGemmStridedBatchedEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, dh, Tp, Tp,
+                                            &k_one, V, ti, dh, (long long)Tp * dh,
+                                            P, ti, Tp, (long long)Tp * Tp, &k_zero,
+                                            y, ti, dh, (long long)Tp * dh, bh,
                                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  "attention context GEMM");
             /* xn (R, D) TI = heads side by side */
-            k_merge<TI><<<rows_d, 256, 0, s>>>(y, xn, T, H, dh);
+            k_merge<TI><<<rows_d, 256, 0, s>>>(y, xn, T, Tp, H, dh);
             LAUNCHED("head merge kernel");
         }
         PROF(PROF_ATTN);
@@ -953,11 +962,13 @@ static size_t layout(struct cu_ctx *c, char *base)
     c->cols = carve(&cv, ch * c->np * c->K * ts);
     c->x = (float *)carve(&cv, R * D * 4);
     c->xn = carve(&cv, R * D * ts);
-    c->y = carve(&cv, R * VS_MAX(3 * D, M) * ts);   /* qkv, ctx, fc1, fc2, patches */
+    /* qkv, ctx (ch*H, Tp, dh), fc1, fc2, patches */
+    c->y = carve(&cv, VS_MAX(R * VS_MAX(3 * D, M), ch * c->Tp * D) * ts);
     const size_t unfused = c->fused_attn ? 0 : 1;   /* buffers only the unfused path uses */
-    c->qkv = carve(&cv, unfused * 3 * R * D * ts);
-    c->S = (float *)carve(&cv, unfused * ch * H * T * c->Tp * 4);
-    c->P = carve(&cv, unfused * ch * H * T * c->Tp * ts);
+    c->qkv_bytes = unfused * 3 * ch * c->Tp * D * ts;
+    c->qkv = carve(&cv, c->qkv_bytes);
+    c->S = (float *)carve(&cv, unfused * ch * H * c->Tp * c->Tp * 4);
+    c->P = carve(&cv, unfused * ch * H * c->Tp * c->Tp * ts);
     c->g = carve(&cv, R * M * ts);
     c->logits_d = (float *)carve(&cv, ch * Lb * 4);
     c->wsp_bytes = 32u << 20;
@@ -1108,7 +1119,7 @@ static enum vs_status cuda_create(const struct vs_vit_config *cfg,
     c->prec = opts->precision;
     c->dev = opts->device_index;
     c->max_batch = opts->max_batch > 0 ? opts->max_batch : 32;
-    c->chunk = VS_MIN(c->max_batch, VS_MAX(1, env_int("VS_CUDA_CHUNK", 32)));
+    c->chunk = VS_MIN(c->max_batch, VS_MAX(1, env_int("VS_CUDA_CHUNK", 16)));
     /* row kernels put n*T rows on gridDim.y (<= 65535) */
     c->chunk = VS_MAX(1, VS_MIN(c->chunk, 65535 / cfg->tokens));
     c->chunk_cur = c->chunk;
@@ -1222,6 +1233,10 @@ static enum vs_status cuda_create(const struct vs_vit_config *cfg,
             st = blas_fail(c, bs, "cuBLAS setup", err);
             goto fail;
         }
+    }
+    if (c->qkv_bytes) {     /* the padding rows of Q, K, V stay zero forever */
+        e = cudaMemset(c->qkv, 0, c->qkv_bytes);
+        if (e != cudaSuccess) { st = cu_fail(c, e, "cudaMemset", err); goto fail; }
     }
     if ((st = upload(c, w, err)) != VS_OK) goto fail;
     *out = c;
