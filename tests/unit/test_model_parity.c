@@ -160,6 +160,7 @@ static void test_fixture_parity(void **state)
                   bitwise ? "bitwise equal" : "not bitwise equal", 1e-6 * scale);
     assert_true(max_logit <= 1e-4);
     assert_true(max_prob <= 1e-5);
+    assert_true(bitwise);     /* batched == single, bit for bit */
     assert_true(max_batch <= 1e-6 * scale);
     for (int i = 0; i < n; i++) free(refs[i].pixels);
     free(batch_in);
