@@ -85,6 +85,11 @@ struct vs_backend_ops {
     const char *(*device_name)(void *ctx);
 
     void (*destroy)(void *ctx);
+
+    /* (optional) Device state for health checks and metrics: lost flag,
+     * memory, and the PCI bus id (for NVML) in pci_bus_id[32] ("" if none).
+     * Called from any thread, concurrently with forward(). */
+    void (*status)(void *ctx, struct vs_device_status *out, char *pci_bus_id);
 };
 
 extern const struct vs_backend_ops vs_backend_cpu;

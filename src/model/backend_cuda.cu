@@ -527,9 +527,9 @@ static enum vs_status cu_fail(struct cu_ctx *c, cudaError_t e, const char *what,
         return vs_err_set(err, VS_NOMEM, "CUDA out of memory in %s on %s", what,
                           c ? c->name : "the device");
     if (c && cu_sticky(e)) {
-        c->lost = true;
         snprintf(c->lost_msg, sizeof c->lost_msg, "%s: %s (%s)", what,
                  cudaGetErrorString(e), cudaGetErrorName(e));
+        __atomic_store_n(&c->lost, true, __ATOMIC_RELEASE);  /* read by cuda_status */
         return vs_err_set(err, VS_BACKEND, "CUDA device lost in %s: %s (%s)", what,
                           cudaGetErrorString(e), cudaGetErrorName(e));
     }
@@ -1257,10 +1257,31 @@ extern "C" int vs_cuda_device_count(void)
     return n;
 }
 
+/* Called from HTTP threads while the batcher thread runs forward(): reads
+ * the lost flag atomically and asks the runtime for memory (thread-safe). */
+static void cuda_status(void *vctx, struct vs_device_status *out, char *pci_bus_id)
+{
+    struct cu_ctx *c = (struct cu_ctx *)vctx;
+    out->is_gpu = true;
+    out->lost = __atomic_load_n(&c->lost, __ATOMIC_ACQUIRE);
+    if (out->lost) snprintf(out->why, sizeof out->why, "%s", c->lost_msg);
+    pci_bus_id[0] = '\0';
+    if (cudaSetDevice(c->dev) == cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+            out->mem_total_bytes = total_b;
+            out->mem_used_bytes = total_b - free_b;
+        }
+        if (cudaDeviceGetPCIBusId(pci_bus_id, 32, c->dev) != cudaSuccess) pci_bus_id[0] = '\0';
+    }
+    (void)cudaGetLastError();
+}
+
 extern "C" const struct vs_backend_ops vs_backend_cuda = {
     "cuda",
     cuda_create,
     cuda_forward,
     cuda_device_name,
     cuda_destroy,
+    cuda_status,
 };

@@ -14,6 +14,7 @@
  * once loaded; forward one batch at a time (the backend's contract).
  */
 #include "model_internal.h"
+#include "nvml.h"
 #include "safetensors.h"
 
 #include <stdio.h>
@@ -509,4 +510,14 @@ enum vs_status vs_model_forward(struct vs_model *m, const float *pixels, int n,
                           n, m->max_batch);
     if (!pixels || !logits) return vs_err_set(err, VS_BAD_INPUT, "NULL pixels or logits");
     return m->ops->forward(m->ctx, pixels, n, logits, err);
+}
+
+void vs_model_device_status(struct vs_model *m, struct vs_device_status *out)
+{
+    memset(out, 0, sizeof *out);
+    out->utilization = -1;
+    if (!m || !m->ops || !m->ctx || !m->ops->status) return;
+    char pci[32] = "";
+    m->ops->status(m->ctx, out, pci);
+    out->utilization = vs_nvml_utilization(pci);
 }

@@ -118,6 +118,18 @@ const struct vs_model_info *vs_model_info(const struct vs_model *m);
 enum vs_status vs_model_forward(struct vs_model *m, const float *pixels, int n,
                                 float *logits, struct vs_err *err);
 
+/* The compute device's state, for /health and /metrics.  Safe to call from
+ * any thread while another runs vs_model_forward(). */
+struct vs_device_status {
+    bool is_gpu;
+    bool lost;                 /* the device failed: the model cannot serve any more */
+    char why[256];             /* why it was lost */
+    uint64_t mem_used_bytes;   /* GPU memory in use on the device (all processes); 0 = unknown */
+    uint64_t mem_total_bytes;
+    double utilization;        /* 0..1, GPU busy share from NVML; < 0 when unknown */
+};
+void vs_model_device_status(struct vs_model *m, struct vs_device_status *out);
+
 /* Turns logits into scores (in place allowed: scores may equal logits). */
 void vs_scores_apply(enum vs_score_fn fn, const float *logits, int n,
                      float *scores);
