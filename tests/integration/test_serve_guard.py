@@ -91,7 +91,8 @@ with Server("--api-key", "flagkey", "--api-keys-file", keys_file,
     m = s.metrics()
     n401 = sum(v for k, v in m.items() if k.startswith("http_requests_total") and 'status="401"' in k)
     check(n401 >= 10, f"401s counted in http_requests_total: {n401}")
-    check(s.stop() == 0, "clean exit after SIGTERM")
+    rc = s.stop()
+    check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit after SIGTERM ({rc})")
 
 # ---------------------------------------------------------------- CORS
 with Server("--rate-limit", "3/minute") as s:
@@ -137,6 +138,8 @@ with Server("--rate-limit", "3/minute") as s:
     m = s.metrics()
     n429 = sum(v for k, v in m.items() if k.startswith("http_requests_total") and 'status="429"' in k)
     check(n429 == 2, f"429s counted in http_requests_total: {n429}")
+    rc = s.stop()
+    check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit (status {rc}, no sanitizer report)")
 
 # ---------------------------------------------------------------- --trust-proxy
 with Server("--rate-limit", "2/hour", "--trust-proxy", "--cors-origins",
@@ -157,6 +160,8 @@ with Server("--rate-limit", "2/hour", "--trust-proxy", "--cors-origins",
           f"listed origin echoed: {h.get('access-control-allow-origin')}")
     st, h, _ = s.request("GET", "/health", headers={"Origin": "https://evil.example"})
     check("access-control-allow-origin" not in h, "unlisted origin gets no CORS header")
+    rc = s.stop()
+    check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit (status {rc}, no sanitizer report)")
 
 # ---------------------------------------------------------------- keyed by API key
 with Server("--rate-limit", "1/hour", "--api-key", "ka", "--api-key", "kb") as s:
@@ -164,6 +169,8 @@ with Server("--rate-limit", "1/hour", "--api-key", "ka", "--api-key", "kb") as s
     check(predict(s, "ka")[0] == 429, "key a limited")
     check(predict(s, "kb")[0] == 200, "key b has its own bucket (same address)")
     check(predict(s, "nokey")[0] == 401, "a wrong key is 401, not 429")
+    rc = s.stop()
+    check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit (status {rc}, no sanitizer report)")
 
 # Bad settings are refused at start.
 code, _, err = vstest.vitserve("serve", "--model", "x", "--rate-limit", "10/fortnight", "--port", "0")

@@ -142,4 +142,7 @@ with Server() as s:
     e = res["error"]
     check(e is not None and "unrecognized image format" in e["message"],
           f"npm client surfaces the server's error message: {e}")
+    check(e["status"] == 415, f"npm client sees the 415 status: {e}")
+    rc = s.stop()
+    check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit (status {rc}, no sanitizer report)")
 vstest.done()

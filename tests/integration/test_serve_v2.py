@@ -151,4 +151,6 @@ with Server() as s:
     text = s.metrics_text()
     check('inference_requests_total{endpoint="/v2/models/{model}/infer"}' in text, "v2 infer counted")
     check('route="/v2/models/{model}/infer"' in text, "route label for v2 infer")
+    rc = s.stop()
+    check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit (status {rc}, no sanitizer report)")
 vstest.done()

@@ -88,4 +88,6 @@ with Server() as s:
     check(res["console_errors"] == [], f"no console errors: {res['console_errors']}")
     check(res["outside_requests"] == [], f"no request leaves the server: {res['outside_requests']}")
     check(os.path.getsize(shot) > 10000, "screenshot written")
+    rc = s.stop()
+    check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit (status {rc}, no sanitizer report)")
 vstest.done()
