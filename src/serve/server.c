@@ -842,10 +842,26 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
     bool authed = false;
     if (vs_auth_enabled(s->auth)) {
         const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-        if (!vs_auth_check(s->auth, h, key_id))
+        if (!vs_auth_check(s->auth, h, key_id)) {
+            /* Failed attempts spend the address's tokens, so guessing keys
+             * is rate limited too. */
+            if (s->rl) {
+                char ck[96];
+                struct vs_ratelimit_result rr;
+                client_key(r, c, NULL, ck, sizeof ck);
+                vs_ratelimit_take(s->rl, ck, vs_now_ns(), &rr);
+                if (!rr.allowed) {
+                    char ra[16];
+                    snprintf(ra, sizeof ra, "%d", rr.retry_after_s);
+                    return vs_serve_error(r, c, 429, "Retry-After", ra,
+                                          "too many requests without a valid API key; retry in "
+                                          "%d s", rr.retry_after_s);
+                }
+            }
             return vs_serve_error(r, c, 401, "WWW-Authenticate", "Bearer realm=\"vitserve\"",
-                                 h ? "invalid API key (send Authorization: Bearer <key>)"
-                                   : "missing API key (send Authorization: Bearer <key>)");
+                                  h ? "invalid API key (send Authorization: Bearer <key>)"
+                                    : "missing API key (send Authorization: Bearer <key>)");
+        }
         authed = true;
     }
     if (s->rl) {

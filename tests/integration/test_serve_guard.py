@@ -169,6 +169,7 @@ with Server("--rate-limit", "1/hour", "--api-key", "ka", "--api-key", "kb") as s
     check(predict(s, "ka")[0] == 429, "key a limited")
     check(predict(s, "kb")[0] == 200, "key b has its own bucket (same address)")
     check(predict(s, "nokey")[0] == 401, "a wrong key is 401, not 429")
+    check(predict(s, "nokey2")[0] == 429, "guessing keys spends the address's bucket: 429")
     rc = s.stop()
     check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit (status {rc}, no sanitizer report)")
 
