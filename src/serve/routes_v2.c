@@ -35,8 +35,8 @@ static enum MHD_Result json_answer(struct req *r, struct MHD_Connection *c, unsi
     return vs_serve_respond(r, c, code, "application/json", b, NULL, NULL);
 }
 
-/* The {model} part of "/v2/models/{model}[suffix]" is the served model:
- * VS_OK, or an error response was queued (*ret). */
+/* True when the {model} part of "/v2/models/{model}[suffix]" is the served
+ * model; otherwise an error response (503 loading, 404) was queued into *ret. */
 static bool model_matches(struct req *r, struct MHD_Connection *c, const char *url,
                           const char *suffix, enum MHD_Result *ret)
 {

@@ -20,6 +20,16 @@
  *  - The main (CLI) thread calls start/state/drain/destroy.
  * Invariant: `inflight` counts requests between their first handler call and
  * MHD's completion callback; drain waits for it to reach zero.
+ *
+ * A request's first call (headers only) goes through begin_request(): route
+ * (404), CORS decision, OPTIONS preflight (204), method (405), then for
+ * prediction requests the API key (401, auth.c), the rate limit (429,
+ * ratelimit.c), the model's state (503) and Content-Length (413); GET
+ * routes are answered at once (web.c, routes_v2.c, health, metrics).  The
+ * last call (body complete) dispatches POST / and /models/{id} to
+ * routes_hf.c, v2 infer to routes_v2.c, /predict* to handle_predict().
+ * Those files share this file's pipeline and response helpers through
+ * server_int.h; respond() adds the CORS, RateLimit and timing headers.
  */
 #include "server_int.h"
 
@@ -810,9 +820,9 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
     bool is_options = !strcmp(method, "OPTIONS");
     /* The Hugging Face and KServe routes answer errors as {"error": ...}
      * (what their clients read); the original API as {"detail": ...}. */
-    r->err_key = (r->route == VS_ROUTE_HF_MODEL || (r->route == VS_ROUTE_ROOT && is_post) ||
-                  r->route >= VS_ROUTE_V2) && r->route != VS_ROUTE_OTHER
-                     ? "error" : "detail";
+    bool hf = r->route == VS_ROUTE_HF_MODEL || (r->route == VS_ROUTE_ROOT && is_post);
+    bool v2 = r->route >= VS_ROUTE_V2 && r->route <= VS_ROUTE_V2_INFER;
+    r->err_key = hf || v2 ? "error" : "detail";
     bool vary = false;
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     const char *allow = vs_cors_origin(s->cors, origin, &vary);
