@@ -143,6 +143,8 @@ with Server() as s:
     check(e is not None and "unrecognized image format" in e["message"],
           f"npm client surfaces the server's error message: {e}")
     check(e["status"] == 415, f"npm client sees the 415 status: {e}")
+    check(isinstance(e["requestId"], str) and len(e["requestId"]) == 16,
+          f"npm client reads the generated X-Request-Id: {e}")
     rc = s.stop()
     check(rc == 0 and "Sanitizer" not in s.stderr_text(), f"clean exit (status {rc}, no sanitizer report)")
 vstest.done()
