@@ -320,6 +320,23 @@ void vs_metrics_render(struct vs_metrics *m, const struct vs_metrics_extra *x,
     label_value(o, x->precision);
     vs_jbuf_printf(o, "\",num_labels=\"%d\"} 1\n", x->num_labels);
 
+    /* Section: GPU (only with a CUDA backend). */
+    if (x->gpu) {
+        family(o, "gpu_device_lost", "gauge", "1 when the GPU failed and the model cannot serve.");
+        vs_jbuf_printf(o, "gpu_device_lost %d\n", x->gpu_lost ? 1 : 0);
+        if (x->gpu_mem_total) {
+            family(o, "gpu_memory_used_bytes", "gauge", "GPU memory in use on the device.");
+            vs_jbuf_printf(o, "gpu_memory_used_bytes %llu\n", (unsigned long long)x->gpu_mem_used);
+            family(o, "gpu_memory_total_bytes", "gauge", "GPU memory of the device.");
+            vs_jbuf_printf(o, "gpu_memory_total_bytes %llu\n", (unsigned long long)x->gpu_mem_total);
+        }
+        if (x->gpu_util >= 0) {
+            family(o, "gpu_utilization_ratio", "gauge",
+                   "Share of time the GPU was busy over NVML's last sample period.");
+            vs_jbuf_printf(o, "gpu_utilization_ratio %.2f\n", x->gpu_util);
+        }
+    }
+
     /* Section: process. */
     struct proc_figures p;
     proc_read(&p);

@@ -10,6 +10,7 @@
 #define VS_SERVE_METRICS_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/vs.h"
@@ -54,6 +55,9 @@ struct vs_metrics_extra {
     int ready;                  /* 1 when the model is loaded and warm */
     const char *model, *backend, *device, *precision; /* model_info labels ("" if loading) */
     int num_labels, max_batch;
+    bool gpu, gpu_lost;         /* a CUDA backend serves; its device failed */
+    uint64_t gpu_mem_used, gpu_mem_total; /* bytes (0 = unknown) */
+    double gpu_util;            /* 0..1 from NVML, < 0 unknown */
 };
 
 /* Renders every metric into out (appends). */

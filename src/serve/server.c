@@ -318,16 +318,29 @@ static enum MHD_Result handle_health(struct req *r, struct MHD_Connection *c)
     struct vs_jbuf b;
     vs_jbuf_init(&b, 0);
     unsigned code = 200;
+    /* A lost GPU makes a loaded model unusable: not ready, 503 everywhere. */
+    struct vs_device_status ds = {0};
+    ds.utilization = -1;
+    if (vs_serve_model_usable(s)) vs_model_device_status(s->model, &ds);
     if (r->route == VS_ROUTE_LIVE) {
         vs_jbuf_puts(&b, "{\"status\":\"alive\"}");
     } else if (r->route == VS_ROUTE_READY) {
-        code = st == VS_SERVE_READY ? 200 : 503;
+        code = st == VS_SERVE_READY && !ds.lost ? 200 : 503;
         vs_jbuf_printf(&b, "{\"status\":\"%s\"}",
-                       st == VS_SERVE_READY ? "ready" : state_word(st));
+                       ds.lost ? "device_lost" : st == VS_SERVE_READY ? "ready" : state_word(st));
+    } else if (st == VS_SERVE_READY && ds.lost) {
+        code = 503;
+        vs_jbuf_puts(&b, "{\"status\":\"device_lost\",\"model_loaded\":true,\"gpu_available\":false,\"detail\":");
+        vs_jbuf_json_cstr(&b, ds.why);
+        vs_jbuf_puts(&b, "}");
     } else if (st == VS_SERVE_READY) {
         const struct vs_model_info *in = s->info;
         vs_jbuf_puts(&b, "{\"status\":\"healthy\",\"model_loaded\":true,\"gpu_available\":");
-        vs_jbuf_puts(&b, in->backend && !strncmp(in->backend, "cuda", 4) ? "true" : "false");
+        vs_jbuf_puts(&b, ds.is_gpu ? "true" : "false");
+        if (ds.is_gpu && ds.mem_total_bytes)
+            vs_jbuf_printf(&b, ",\"gpu_memory_used_bytes\":%llu,\"gpu_memory_total_bytes\":%llu",
+                           (unsigned long long)ds.mem_used_bytes,
+                           (unsigned long long)ds.mem_total_bytes);
         vs_jbuf_puts(&b, ",\"model\":");
         vs_jbuf_json_cstr(&b, in->name);
         vs_jbuf_puts(&b, ",\"backend\":");
@@ -377,6 +390,13 @@ static enum MHD_Result handle_metrics(struct req *r, struct MHD_Connection *c)
         x.device = s->info->device_name;
         x.precision = vs_precision_name(s->info->precision);
         x.num_labels = s->info->num_labels;
+        struct vs_device_status ds;
+        vs_model_device_status(s->model, &ds);
+        x.gpu = ds.is_gpu;
+        x.gpu_lost = ds.lost;
+        x.gpu_mem_used = ds.mem_used_bytes;
+        x.gpu_mem_total = ds.mem_total_bytes;
+        x.gpu_util = ds.utilization;
     }
     struct vs_jbuf b;
     vs_jbuf_init(&b, 0);
@@ -896,6 +916,11 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
                              st == VS_SERVE_FAILED ? "not available (loading failed)"
                                                    : "still loading");
     }
+    struct vs_device_status ds;
+    vs_model_device_status(s->model, &ds);
+    if (ds.lost)
+        return vs_serve_error(r, c, 503, NULL, NULL, "the compute device was lost (%s); "
+                              "this replica cannot serve until it is restarted", ds.why);
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
         char *end = NULL;
