@@ -399,7 +399,7 @@ static enum vs_status get_triple(const json_t *o, const char *key, const char *f
         return bad_type(err, file, key, "a list of 3 numbers", v);
     }
     for (int i = 0; i < 3; i++) {
-        if (!isfinite(x[i]))
+        if (!isfinite((float)x[i]))   /* 1e39 is finite, (float)1e39 is not */
             return vs_err_set(err, VS_BAD_INPUT, "%s: key '%s' holds a non-finite value", file, key);
         out[i] = (float)x[i];   /* transformers casts to the float32 input's dtype */
     }
