@@ -80,9 +80,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                   memchr(p->content_type, '\0', sizeof p->content_type), "part %zu: unterminated", i);
         VSF_CHECK(p->has_filename == 0 || p->has_filename == 1, "has_filename %d", p->has_filename);
         VSF_CHECK(p->has_filename || p->filename[0] == '\0', "filename without has_filename");
-        /* no delimiter line inside: a '\n' at data-1 .. data+len-1 followed by one */
+        /* No delimiter line inside: no '\n' at data-1 .. data+len-1 followed
+         * by one.  (For an empty part the '\n' at data-1 ends the headers
+         * and is the delimiter's own line break, so start at data.) */
         size_t from = (size_t)(p->data - body);
-        from = from ? from - 1 : 0;
+        if (from && p->len) from--;
         for (size_t k = from; k < (size_t)(p->data - body) + p->len; k++)
             if (body[k] == '\n')
                 VSF_CHECK(!is_delim_at(body, len, k + 1, b, bl),

@@ -65,10 +65,10 @@ static inline uint64_t vsf_touch(const void *p, size_t n)
     return s;
 }
 
+static volatile uint64_t vsf_sink_acc;
 static inline void vsf_sink(uint64_t v)
 {
-    static volatile uint64_t sink;
-    sink += v;
+    vsf_sink_acc = vsf_sink_acc + v;
 }
 
 #endif
