@@ -16,6 +16,7 @@ LOG="$OUT/gpu.log"
 : >"$LOG"
 exec > >(tee -a "$LOG") 2>&1
 QUICK=0; [ "${1:-}" = "--quick" ] && QUICK=1
+SERVE=0; [ "${1:-}" = "--serve" ] && SERVE=1
 T_START=$(date +%s)
 SUMMARY=()
 
@@ -90,6 +91,39 @@ done
 # --- correctness ---------------------------------------------------------------
 export VS_SHARED="$G/shared" VS_TMP="$OUT/tmp"
 mkdir -p "$VS_TMP"
+
+# --- --serve: the engine and the HTTP server with dynamic batching on the GPU --
+if [ $SERVE -eq 1 ]; then
+  V="$G/bin/vitserve"
+  step "test_model_cuda" 120 "$G/bin/test_model_cuda"
+  step "test_model_parity" 60 "$G/bin/test_model_parity"
+  step "gen vit-b/16" 60 "$G/bin/vs-gen_vit" --out /tmp/vitb --preset base --seed 1
+  for p in fp16 bf16 fp32; do
+    step "engine $p b128" 60 "$V" bench --model /tmp/vitb --device cuda --precision $p --batch-size 128 --iters 20 --json
+  done
+  step "engine fp16 b1" 60 "$V" bench --model /tmp/vitb --device cuda --precision fp16 --batch-size 1 --iters 200 --json
+  get() { python3 -c "import sys,urllib.request as u
+try: r=u.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode())
+except Exception as e: print('ERR', getattr(e, 'code', ''), getattr(e, 'read', lambda: b'')().decode() if hasattr(e,'read') else e)" "$1"; }
+  for conf in "fp16 128 2" "fp16 256 4"; do
+    set -- $conf
+    "$V" serve --model /tmp/vitb --device cuda --precision "$1" --max-batch "$2" --batch-timeout-ms "$3" \
+         --cache-entries 0 --max-queue 8192 --host 127.0.0.1 --port 18080 --log-level warn \
+         >"$OUT/serve-$1-$2.log" 2>&1 &
+    SPID=$!
+    for i in $(seq 1 100); do get http://127.0.0.1:18080/health/ready 2>/dev/null | grep -q '^200' && break; sleep 0.2; done
+    step "health ($1, max-batch $2)" 10 bash -c "$(declare -f get); get http://127.0.0.1:18080/health"
+    for c in 256 1024; do
+      step "http $1 mb$2 c$c distinct" 40 "$G/bin/vs-loadgen" --port 18080 --file "$G/load-224.jpg" \
+           --concurrency $c --seconds 8 --warmup 2 --distinct
+    done
+    step "metrics ($1)" 10 bash -c "$(declare -f get); get http://127.0.0.1:18080/metrics | grep -E '^(gpu_|batch_size_(sum|count)|queue_wait_seconds_(sum|count)|inference_requests_total)'"
+    kill -TERM $SPID; wait $SPID; echo "server exit $?"
+    tail -5 "$OUT/serve-$1-$2.log"
+  done
+  echo; echo "=== SUMMARY (serve)"; printf '%s\n' "${SUMMARY[@]}"
+  exit 0
+fi
 step "test_model_cuda" 240 env VS_CUDA_DEBUG=1 "$G/bin/test_model_cuda"
 for t in test_model_parity test_model_forward; do
   [ -x "$G/bin/$t" ] && [ $QUICK -eq 0 ] && step "$t" 120 "$G/bin/$t"

@@ -26,7 +26,7 @@ cmake -S "$ROOT" -B "$BUILD" -DVS_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
 # Required: the backend's own test and benchmark.  Optional: the rest
 # (written by others; a broken one must not stop the GPU run).
 required=(test_model_cuda vs-bench_cuda)
-optional=(vitserve vs-gen_vit test_model_parity test_model_forward)
+optional=(vitserve vs-gen_vit vs-loadgen test_model_parity test_model_forward)
 for t in "${required[@]}"; do
   echo "gpu-pack: building $t"
   cmake --build "$BUILD" --target "$t" -j"$JOBS" >"$BUILD.build-$t.log" 2>&1 \
@@ -69,6 +69,15 @@ done | sort -u | while read -r name path; do
 done
 
 cp -r "$SHARED/fixtures/hf-reference" "$PACK/shared/fixtures/"
+# A 224x224 photo for the HTTP load test (decoding costs what a client's
+# pre-resized upload costs); made from the fixture photo with our own resize.
+if [ -x "$BUILD/tools/vs-resize" ] || cmake --build "$BUILD" --target vs-resize -j"$JOBS" >/dev/null 2>&1; then
+  /usr/bin/python3 - "$SHARED/fixtures/hf-reference/images/a17_retina_1200x900.jpg" "$PACK/load-224.jpg" <<'PY' || true
+import sys
+from PIL import Image
+Image.open(sys.argv[1]).convert("RGB").resize((224, 224), Image.BILINEAR).save(sys.argv[2], quality=90)
+PY
+fi
 cp "$ROOT/scripts/gpu-check.sh" "$PACK/"
 git -C "$ROOT" log -1 --format='%H %s' >"$PACK/commit.txt" 2>/dev/null || true
 git -C "$ROOT" status --short >>"$PACK/commit.txt" 2>/dev/null || true
