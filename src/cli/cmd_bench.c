@@ -100,7 +100,7 @@ int vs_cmd_bench(int argc, char **argv)
     struct vs_cli_model_args ma = {0};
     int batch = 1, iters = 10, warmup = 2;
     bool as_json = false;
-    const char *accuracy_dir = NULL, *input_path = NULL, *logits_path = NULL;
+    const char *accuracy_dir = NULL, *input_path = NULL, *logits_path = NULL, *image_path = NULL;
     const struct vs_option opts[] = {
         VS_CLI_MODEL_OPTIONS(ma),
         {"batch-size", 'b', NULL, VS_OPT_INT, &batch, 1, 4096, "1", "B", "images per forward pass", NULL},
@@ -111,6 +111,8 @@ int vs_cmd_bench(int argc, char **argv)
          "also compare this precision with fp32 on every image under DIR (top-1 agreement, max logit difference)", NULL},
         {"input", 0, NULL, VS_OPT_STRING, &input_path, 0, -1, NULL, "FILE",
          "time this raw float32 [B,C,H,W] tensor instead of random pixels", NULL},
+        {"image", 0, NULL, VS_OPT_STRING, &image_path, 0, -1, NULL, "FILE",
+         "also time decoding + preprocessing this image (single thread) and compare with the forward pass", NULL},
         {"save-logits", 0, NULL, VS_OPT_STRING, &logits_path, 0, -1, NULL, "FILE",
          "write the last pass's logits (raw float32 [B,labels]) for comparisons", NULL},
         VS_CLI_PIXELS_OPTION(ma),
@@ -189,6 +191,47 @@ int vs_cmd_bench(int argc, char **argv)
     double peak = on_cpu ? vs_peak_fp32_gflops(used, &isa) : 0;
     double pct = on_cpu && peak > 0 ? 100.0 * gflops / peak : NAN;
 
+    /* Decode + preprocess, as the server does per request (one thread). */
+    double pre_med = NAN;
+    int pre_w = 0, pre_h = 0;
+    if (image_path) {
+        uint8_t *raw = NULL;
+        size_t len = 0;
+        struct vs_err ierr = {0};
+        if (vs_read_file(image_path, 0, &raw, &len, &ierr) != VS_OK) {
+            fprintf(stderr, "vitserve bench: --image: %s\n", ierr.msg);
+            rc = 1;
+            goto out;
+        }
+        int reps = iters < 5 ? 5 : iters;
+        double *pt = malloc((size_t)reps * sizeof *pt);
+        for (int i = 0; pt && i < reps + 1; i++) {
+            struct vs_image img = {0};
+            struct vs_image_limits lim = {.max_pixels = ma.max_pixels};
+            double t0 = vs_now_ms();
+            enum vs_status ps = vs_image_decode(raw, len, &lim, &img, &ierr);
+            if (ps == VS_OK) ps = vs_image_preprocess(&img, &mi->preproc, px, &ierr);
+            double dt = vs_now_ms() - t0;
+            pre_w = img.width;
+            pre_h = img.height;
+            vs_image_deinit(&img);
+            if (ps != VS_OK) {
+                fprintf(stderr, "vitserve bench: --image %s: %s\n", image_path, ierr.msg);
+                free(pt);
+                free(raw);
+                rc = 1;
+                goto out;
+            }
+            if (i > 0) pt[i - 1] = dt;   /* the first run warms caches */
+        }
+        if (pt) {
+            qsort(pt, (size_t)reps, sizeof *pt, cmp_double);
+            pre_med = pt[reps / 2];
+        }
+        free(pt);
+        free(raw);
+    }
+
     struct acc acc = {0};
     if (accuracy_dir) {
         struct vs_cli_model_args ra = ma;
@@ -215,6 +258,11 @@ int vs_cmd_bench(int argc, char **argv)
                               "batch_size", batch, "iters", iters, "median_ms", med, "min_ms", best,
                               "images_per_s", ips, "gflops", gflops, "gflop_per_image", mi->flops_per_image / 1e9,
                               "first_ms", t_first, "load_ms", t_load);
+        if (image_path) {
+            json_object_set_new(o, "preprocess_ms", json_real(pre_med));
+            json_object_set_new(o, "preprocess_image", json_pack("[i,i]", pre_w, pre_h));
+            json_object_set_new(o, "preprocess_vs_forward_b1", json_real(pre_med / (med / batch)));
+        }
         if (on_cpu && peak > 0) {
             json_object_set_new(o, "pct_of_peak", json_real(pct));
             json_object_set_new(o, "peak_gflops", json_real(peak));
@@ -237,6 +285,10 @@ int vs_cmd_bench(int argc, char **argv)
         if (on_cpu && peak > 0)
             printf("  %.0f%% of the measured %.0f GFLOP/s fp32 FMA peak (%s, %d threads)", pct, peak, isa, used);
         printf("\n");
+        if (image_path)
+            printf("preprocess %s (%dx%d): decode + resize + normalize %.2f ms median, "
+                   "%.1f%% of one image's forward pass\n", image_path, pre_w, pre_h, pre_med,
+                   100.0 * pre_med / (med / batch));
         if (accuracy_dir)
             printf("accuracy   vs fp32 on %d images under %s: top-1 agreement %.2f%%, max |logit diff| %.4g, mean %.4g\n",
                    acc.images, accuracy_dir, acc.images ? 100.0 * acc.agree / acc.images : 0.0,
