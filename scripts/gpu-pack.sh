@@ -54,6 +54,10 @@ for t in "${built[@]}"; do
   strip --strip-unneeded "$PACK/bin/$t" 2>/dev/null || true
 done
 
+# The CUDA backend plugin (dlopen'ed from the executable's folder).
+cp "$BUILD/src/libvitserve_cuda.so" "$PACK/bin/" \
+  || { echo "gpu-pack: libvitserve_cuda.so missing"; exit 1; }
+
 # Shared libraries: everything ldd resolves, minus glibc, the driver and the
 # CUDA toolkit; libstdc++/libgcc_s into compat/.
 skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libpthread|libdl\.so|librt\.so|libresolv|libutil\.so|libanl|libnss_|libcuda\.so|libcudart|libcublas|libcublasLt|libnvidia)'

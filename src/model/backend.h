@@ -97,6 +97,8 @@ extern const struct vs_backend_ops vs_backend_cpu;
 extern const struct vs_backend_ops vs_backend_cuda;
 /* Number of CUDA devices usable now (0 without a driver or device). */
 int vs_cuda_device_count(void);
+/* Why there are none (no driver, plugin not loadable ...), for messages. */
+const char *vs_cuda_unavailable_reason(void);
 #endif
 
 #endif

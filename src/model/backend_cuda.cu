@@ -27,6 +27,11 @@
  * error (illegal address, launch failure, ECC, device unavailable ...) marks
  * the context lost and every later forward fails at once with VS_BACKEND.
  *
+ * Packaging.  This file is built as a plugin, libvitserve_cuda.so, loaded
+ * with dlopen by cuda_plugin.c only when a CUDA device is wanted: the CUDA
+ * runtime and cuBLAS (half a gigabyte of libraries) then cost nothing to a
+ * process that runs on the CPU, and the binary runs where they are absent.
+ *
  * Threads: create/destroy from the loading thread; forward from one thread
  * at a time (the batcher).  Each call selects its device (cudaSetDevice), so
  * the calling thread may change between calls.
@@ -1246,7 +1251,8 @@ fail:
     return st;
 }
 
-extern "C" int vs_cuda_device_count(void)
+/* The plugin's two entry points (cuda_plugin.c dlsym()s them). */
+extern "C" __attribute__((visibility("default"))) int vs_cuda_plugin_device_count(void)
 {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -1277,7 +1283,8 @@ static void cuda_status(void *vctx, struct vs_device_status *out, char *pci_bus_
     (void)cudaGetLastError();
 }
 
-extern "C" const struct vs_backend_ops vs_backend_cuda = {
+extern "C" __attribute__((visibility("default")))
+const struct vs_backend_ops vs_cuda_plugin_backend = {
     "cuda",
     cuda_create,
     cuda_forward,

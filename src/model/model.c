@@ -337,8 +337,8 @@ static enum vs_status pick_backend(const struct vs_model_opts *o,
     if (dev == VS_DEVICE_CUDA) {
         int count = vs_cuda_device_count();
         if (o->device_index < 0 || o->device_index >= count)
-            return vs_err_set(err, VS_UNSUPPORTED, "CUDA device %d requested, %d available",
-                              o->device_index, count);
+            return vs_err_set(err, VS_UNSUPPORTED, "CUDA device %d requested, %d available (%s)",
+                              o->device_index, count, vs_cuda_unavailable_reason());
         *ops = &vs_backend_cuda;
         return VS_OK;
     }
