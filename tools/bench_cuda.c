@@ -111,15 +111,6 @@ static int parse_list(const char *s, int *v, int cap)
     return n;
 }
 
-static double flops_per_image(const struct vs_vit_config *c)
-{
-    double N = (double)c->grid_h * c->grid_w, T = c->tokens, D = c->hidden, M = c->mlp;
-    double macs = N * D * c->channels * c->patch * c->patch;
-    macs += c->layers * (4 * T * D * D + 2 * T * T * D + 2 * T * D * M);
-    macs += D * c->labels;
-    return 2 * macs;
-}
-
 static int usage(void)
 {
     fputs("usage: vs-bench_cuda [--preset base|tiny] [--precision fp32,fp16,bf16] "
@@ -183,7 +174,7 @@ int main(int argc, char **argv)
     uint64_t s = 99;
     for (size_t i = 0; i < (size_t)max_batch * chw; i++)
         pix[i] = (float)((rng_next(&s) >> 40) * (2.0 / 16777216.0) - 1.0);
-    const double gflop = flops_per_image(&c) / 1e9;
+    const double gflop = vs_vit_flops(&c) / 1e9;
     const char *chunk_env = getenv("VS_CUDA_CHUNK");
     int rc = 0;
 

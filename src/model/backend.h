@@ -58,6 +58,9 @@ struct vs_vit_weights {
     const float *head_w, *head_b;    /* (labels, D), (labels) classifier */
 };
 
+/* FLOPs (2 per multiply-add) of one image's forward pass (model.c). */
+double vs_vit_flops(const struct vs_vit_config *c);
+
 struct vs_backend_opts {
     enum vs_precision precision;
     int threads;        /* CPU threads (0 = all) */

@@ -319,7 +319,7 @@ static char *cpu_name(void)
  *   per layer        Q, K, V, O: 4 * T * D * D; scores Q K^T: T * T * D
  *                    (all heads); probs V: T * T * D; MLP: 2 * T * D * M
  *   classifier       D * labels (CLS token only) */
-static double forward_flops(const struct vs_vit_config *c)
+double vs_vit_flops(const struct vs_vit_config *c)
 {
     double N = (double)c->grid_h * c->grid_w, T = c->tokens, D = c->hidden, M = c->mlp;
     double macs = N * D * c->channels * c->patch * c->patch;
@@ -452,7 +452,7 @@ static void fill_info(struct vs_model *m, const struct vs_model_opts *o)
     i->backend = m->ops && m->ctx ? m->ops->name : "";
     i->device_name = m->device_name ? m->device_name : "";
     i->precision = o->precision;
-    i->flops_per_image = forward_flops(&m->vc);
+    i->flops_per_image = vs_vit_flops(&m->vc);
 }
 
 enum vs_status vs_model_load(const char *spec, const struct vs_model_opts *opts,
