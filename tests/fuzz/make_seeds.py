@@ -17,6 +17,7 @@ old seed-* files and writes them anew, deterministically.
   config/          the fixture's config.json and variants
   preproc_config/  the fixture's preprocessor_config.json and variants
   multipart/       "Content-Type line\n" + body (see fuzz_multipart.c)
+  hub_id/          --model arguments: hub ids, revisions, path tricks
 
 Usage: /usr/bin/python3 tests/fuzz/make_seeds.py [--shared /work/shared]
 """
@@ -256,6 +257,17 @@ def multipart():
     put(d, "long-boundary", ct + b"x" * 71 + b"\n--" + b"x" * 71 + b"--\r\n")
 
 
+def hub_id():
+    d = reset("hub_id")
+    for name, text in [("plain", "google/vit-base-patch16-224"),
+                       ("branch", "google/vit-base-patch16-224@main"),
+                       ("commit", "org/name@4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b"),
+                       ("noorg-pr", "vit-tiny@refs/pr/1"), ("traversal", "../../etc/passwd"),
+                       ("rev-traversal", "a/b@../../x"), ("double-dash", "org/na--me"),
+                       ("abs-path", "/abs/path/model")]:
+        put(d, name, text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=os.environ.get("VS_SHARED", "/work/shared"))
@@ -267,6 +279,7 @@ def main():
     st_index()
     configs(a.shared)
     multipart()
+    hub_id()
     total = sum(os.path.getsize(p) for p in glob.glob(os.path.join(CORPUS, "*", "*")))
     print("corpus: %d files, %d bytes" % (len(glob.glob(os.path.join(CORPUS, "*", "*"))), total))
 
