@@ -34,6 +34,7 @@
 #include "common/vs.h"
 #include "model/backend.h"
 #include "model/cpu_backend.h"
+#include "model/cpu_kernels.h"
 
 #define XEON_PEAK_GFLOPS 343.0
 
@@ -274,6 +275,172 @@ static void gemm_layout(const struct vitb *m, int iters)
     dnnl_engine_destroy(eng);
 }
 
+/* ---- GEMM entry points on the encoder's shapes ------------------------- */
+
+/* One way of computing C (M, N) = A (M, K) . W^T + bias, W (N, K) row-major
+ * as a Linear stores it.  setup() may build primitives or copies; run() does
+ * one GEMM; done() frees. */
+struct gvar {
+    const char *name;
+    dnnl_primitive_t prim;
+    dnnl_primitive_desc_t pd;
+    dnnl_memory_t ma, mw, mb, mc;
+    void *wcopy;
+    bool ok;
+};
+
+static void mm_setup(struct gvar *v, dnnl_engine_t eng, dnnl_stream_t strm, int64_t M,
+                     int64_t K, int64_t N, const float *A, const float *W, const float *bias,
+                     float *C, bool any)
+{
+    dnnl_memory_desc_t a, b, bw, bd, d;
+    dnnl_dims_t ad = {M, K}, wd = {K, N}, ws = {1, K}, bdims = {1, N}, dd = {M, N};
+    dnnl_memory_desc_init_by_tag(&a, 2, ad, dnnl_f32, dnnl_ab);
+    dnnl_memory_desc_init_by_strides(&bw, 2, wd, dnnl_f32, ws);
+    if (any) dnnl_memory_desc_init_by_tag(&b, 2, wd, dnnl_f32, dnnl_format_tag_any);
+    else b = bw;
+    dnnl_memory_desc_init_by_tag(&bd, 2, bdims, dnnl_f32, dnnl_ab);
+    dnnl_memory_desc_init_by_tag(&d, 2, dd, dnnl_f32, dnnl_ab);
+    dnnl_matmul_desc_t desc;
+    v->ok = false;
+    if (dnnl_matmul_desc_init(&desc, &a, &b, &bd, &d) != dnnl_success ||
+        dnnl_primitive_desc_create(&v->pd, &desc, NULL, eng, NULL) != dnnl_success)
+        return;
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(v->pd, dnnl_query_weights_md, 0);
+    const char *impl = "?";
+    dnnl_primitive_desc_query(v->pd, dnnl_query_impl_info_str, 0, &impl);
+    static char names[8][64];
+    static int ni;
+    char *nm = names[ni++ % 8];
+    snprintf(nm, 64, "%s[%s]", v->name, impl);
+    v->name = nm;
+    dnnl_primitive_create(&v->prim, v->pd);
+    dnnl_memory_create(&v->ma, &a, eng, (void *)A);
+    dnnl_memory_create(&v->mb, &bd, eng, (void *)bias);
+    dnnl_memory_create(&v->mc, &d, eng, C);
+    if (any && !dnnl_memory_desc_equal(wmd, &bw)) {
+        dnnl_memory_t raw;
+        dnnl_primitive_desc_t rpd;
+        dnnl_primitive_t rp;
+        if (posix_memalign(&v->wcopy, 64, dnnl_memory_desc_get_size(wmd)) != 0) return;
+        dnnl_memory_create(&v->mw, wmd, eng, v->wcopy);
+        dnnl_memory_create(&raw, &bw, eng, (void *)W);
+        dnnl_reorder_primitive_desc_create(&rpd, &bw, eng, wmd, eng, NULL);
+        dnnl_primitive_create(&rp, rpd);
+        dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, raw}, {DNNL_ARG_TO, v->mw}};
+        dnnl_primitive_execute(rp, strm, 2, ra);
+        dnnl_stream_wait(strm);
+        dnnl_primitive_destroy(rp);
+        dnnl_primitive_desc_destroy(rpd);
+        dnnl_memory_destroy(raw);
+    } else {
+        dnnl_memory_create(&v->mw, wmd, eng, (void *)W);
+    }
+    v->ok = true;
+}
+
+static void mm_done(struct gvar *v)
+{
+    if (v->prim) dnnl_primitive_destroy(v->prim);
+    if (v->pd) dnnl_primitive_desc_destroy(v->pd);
+    if (v->ma) dnnl_memory_destroy(v->ma);
+    if (v->mw) dnnl_memory_destroy(v->mw);
+    if (v->mb) dnnl_memory_destroy(v->mb);
+    if (v->mc) dnnl_memory_destroy(v->mc);
+    free(v->wcopy);
+}
+
+/* C = A W^T via dnnl_sgemm (row-major, B = W with 'T'), then + bias. */
+static void sgemm_run(int64_t M, int64_t K, int64_t N, const float *A, const float *W,
+                      const float *bias, float *C)
+{
+    dnnl_sgemm('N', 'T', M, N, K, 1.0f, A, K, W, K, 0.0f, C, N);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) C[m * N + n] += bias[n];
+}
+
+static void gemm_api(int iters, int threads)
+{
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    dnnl_engine_create(&eng, dnnl_cpu, 0);
+    dnnl_stream_create(&strm, eng, dnnl_stream_default_flags);
+    threads = threads > 0 ? threads : 2;
+    const double peak = fma_peak(threads);
+    struct { const char *name; int64_t M, K, N; } sh[4] = {
+        {"q/k/v/o", 197, 768, 768},
+        {"fc1", 197, 768, 3072},
+        {"fc2", 197, 3072, 768},
+        {"patch", 196, 768, 768},
+    };
+    printf("\nGEMM entry points, C (M,N) = A (M,K) W^T + b, W (N,K) in place unless "
+           "noted; best of %d, interleaved; FMA peak here (%d threads) %.1f GFLOP/s\n"
+           "(oneDNN's threads: OMP_NUM_THREADS; own GEMM: %d)\n",
+           iters, threads, peak, threads);
+    printf("%-8s %4s %5s %5s  %-34s %8s %9s %6s\n", "shape", "M", "K", "N", "variant", "ms",
+           "GFLOP/s", "%peak");
+    for (int s = 0; s < 4; s++) {
+        const int64_t M = sh[s].M, K = sh[s].K, N = sh[s].N;
+        float *A = malloc(M * K * sizeof(float)), *W = malloc(N * K * sizeof(float));
+        float *bias = malloc(N * sizeof(float)), *C[4];
+        fill(A, M * K, 1.0f, 0);
+        fill(W, N * K, 0.05f, 0);
+        fill(bias, N, 0.1f, 0);
+        for (int i = 0; i < 4; i++) C[i] = malloc(M * N * sizeof(float));
+        struct gvar v[4] = {{.name = "matmul ba"}, {.name = "matmul any (copy)"},
+                            {.name = "dnnl_sgemm N,T"}, {.name = "own avx2 6x16 (in place)"}};
+        mm_setup(&v[0], eng, strm, M, K, N, A, W, bias, C[0], false);
+        mm_setup(&v[1], eng, strm, M, K, N, A, W, bias, C[1], true);
+        v[2].ok = true;
+        const struct vs_cpu_kernels *kr = vs_model_cpu_kernels();
+        v[3].ok = kr->sgemm != NULL;
+        float *ws = NULL;
+        if (v[3].ok && posix_memalign((void **)&ws, 64, (size_t)threads *
+                                      vs_model_cpu_gemm_ws_floats() * sizeof(float)) != 0)
+            v[3].ok = false;
+        const struct vs_cpu_gemm gg = {.M = M, .N = N, .K = K, .A = A, .lda = K, .W = W, .ldw = K,
+                                       .bias = bias, .C = C[3], .ldc = N};
+        double best[4] = {1e30, 1e30, 1e30, 1e30};
+        for (int it = 0; it < iters + 1; it++)
+            for (int j = 0; j < 4; j++) {
+                if (!v[j].ok) continue;
+                const double t0 = vs_now_ms();
+                if (j < 2) {
+                    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, v[j].ma}, {DNNL_ARG_WEIGHTS, v[j].mw},
+                                               {DNNL_ARG_BIAS, v[j].mb}, {DNNL_ARG_DST, v[j].mc}};
+                    dnnl_primitive_execute(v[j].prim, strm, 4, args);
+                    dnnl_stream_wait(strm);
+                } else if (j == 2) {
+                    sgemm_run(M, K, N, A, W, bias, C[2]);
+                } else {
+                    kr->sgemm(&gg, ws, threads);
+                }
+                const double t = vs_now_ms() - t0;
+                if (it > 0 && t < best[j]) best[j] = t;
+            }
+        double md = 0, mo = 0;
+        for (int64_t i = 0; i < M * N; i++) {
+            md = fmax(md, fabs((double)C[2][i] - C[0][i]));
+            if (v[3].ok) mo = fmax(mo, fabs((double)C[3][i] - C[0][i]));
+        }
+        free(ws);
+        for (int j = 0; j < 4; j++) {
+            if (!v[j].ok) { printf("%-8s: %s failed\n", sh[s].name, v[j].name); continue; }
+            const double gf = 2.0 * M * K * N / (best[j] / 1e3) / 1e9;
+            printf("%-8s %4lld %5lld %5lld  %-34.34s %8.3f %9.1f %5.1f%%\n", sh[s].name,
+                   (long long)M, (long long)K, (long long)N, v[j].name, best[j], gf,
+                   peak > 0 ? 100 * gf / peak : 0);
+        }
+        printf("%-8s max |sgemm - matmul| = %.2g, max |own - matmul| = %.2g\n", sh[s].name, md, mo);
+        mm_done(&v[0]);
+        mm_done(&v[1]);
+        free(A); free(W); free(bias);
+        for (int i = 0; i < 4; i++) free(C[i]);
+    }
+    dnnl_stream_destroy(strm);
+    dnnl_engine_destroy(eng);
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static int cmp_double(const void *a, const void *b)
@@ -338,7 +505,7 @@ fail:
 int main(int argc, char **argv)
 {
     int batches[16] = {1, 8, 32}, nb = 3, iters = 0, threads = 0, layers = 12;
-    bool contend = false, layout = false, cmp8 = false;
+    bool contend = false, layout = false, cmp8 = false, api = false;
     enum vs_precision prec = VS_PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -360,6 +527,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--contend")) contend = true;
         else if (!strcmp(a, "--gemm-layout")) layout = true;
         else if (!strcmp(a, "--compare-int8")) cmp8 = true;
+        else if (!strcmp(a, "--gemm-api")) api = true;
         else { usage(); return 2; }
     }
     int maxb = 1;
@@ -374,6 +542,12 @@ int main(int argc, char **argv)
            prec == VS_PRECISION_INT8 ? "int8" : "fp32", wp ? wp : "(unset)");
     if (layout) {
         gemm_layout(&m, iters > 0 ? iters : 5);
+        free(m.mem);
+        free(m.layers);
+        return 0;
+    }
+    if (api) {
+        gemm_api(iters > 0 ? iters : 10, threads);
         free(m.mem);
         free(m.layers);
         return 0;

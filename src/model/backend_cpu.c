@@ -142,6 +142,13 @@ struct cpu_ctx {
     bool q8_md_set;
     void *q8_blocked;
 
+    /* fp32 Linears and the patch embedding on our own AVX2 GEMM
+     * (cpu_kernels.c) instead of oneDNN; see gemm_pick() */
+    bool own_gemm;
+    int own_act;        /* enum vs_cpu_act of cfg.act */
+    float own_alpha;
+    float *gemm_ws;     /* threads x vs_model_cpu_gemm_ws_floats() */
+
     struct vs_cpu_stats st;
     char device[192];
 };
@@ -275,6 +282,22 @@ static enum vs_status mm_run(struct cpu_ctx *c, struct mm *mm,
     return VS_OK;
 }
 
+/* C (M, N) = act((accumulate ? C : 0) + A (M, K) W^T + bias) on our own
+ * GEMM; W (N, K) row-major in place. */
+static void own_run(struct cpu_ctx *c, int64_t M, int64_t N, int64_t K, const float *A,
+                    int64_t lda, const float *W, const float *bias, float *C, int64_t ldc,
+                    bool act, bool accumulate)
+{
+    const struct vs_cpu_gemm g = {
+        .M = M, .N = N, .K = K, .A = A, .lda = lda, .W = W, .ldw = K, .bias = bias,
+        .C = C, .ldc = ldc, .act = act ? c->own_act : VS_CPU_ACT_NONE,
+        .alpha = c->own_alpha, .accumulate = accumulate,
+    };
+    const uint64_t t0 = vs_now_ns();
+    c->k->sgemm(&g, c->gemm_ws, c->threads);
+    c->st.gemm_ns += vs_now_ns() - t0;
+}
+
 static const float *bias_or_zeros(const struct cpu_ctx *c, const float *b)
 {
     return b ? b : c->zeros;
@@ -292,6 +315,22 @@ static enum vs_status act_alg(enum vs_act act, dnnl_alg_kind_t *alg, float *alph
     case VS_ACT_RELU:       *alg = dnnl_eltwise_relu; return VS_OK;
     case VS_ACT_QUICK_GELU: *alg = dnnl_eltwise_swish; *alpha = 1.702f; return VS_OK;
     case VS_ACT_SILU:       *alg = dnnl_eltwise_swish; *alpha = 1.0f; return VS_OK;
+    }
+    return VS_UNSUPPORTED;
+}
+
+/* The activation for our own GEMM's epilogue (same formulas as oneDNN's
+ * algorithms in act_alg). */
+static enum vs_status own_act(enum vs_act act, int *out, float *alpha)
+{
+    *alpha = 0.0f;
+    switch (act) {
+    case VS_ACT_GELU:       *out = VS_CPU_ACT_GELU_ERF; return VS_OK;
+    case VS_ACT_GELU_TANH:
+    case VS_ACT_GELU_FAST:  *out = VS_CPU_ACT_GELU_TANH; return VS_OK;
+    case VS_ACT_RELU:       *out = VS_CPU_ACT_RELU; return VS_OK;
+    case VS_ACT_QUICK_GELU: *out = VS_CPU_ACT_SWISH; *alpha = 1.702f; return VS_OK;
+    case VS_ACT_SILU:       *out = VS_CPU_ACT_SWISH; *alpha = 1.0f; return VS_OK;
     }
     return VS_UNSUPPORTED;
 }
@@ -483,6 +522,10 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
     dnnl_primitive_attr_t attr;
     dnnl_memory_desc_t a, b, bias, d;
 
+    /* with our own GEMM, the patch embedding and the encoder Linears need
+     * no primitives */
+    if (c->own_gemm) goto attention;
+
     /* patch: col (n, G, K0) x patch_w^T broadcast (1, K0, D) + b, summed
      * into x viewed as (n, G, D) with strides (T*D, D, 1) at x + D. */
     st = make_attr(&attr, false, dnnl_eltwise_relu, 0, true, 1.0f, err);
@@ -523,6 +566,7 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
         if ((st = q8_relayout(c, err)) != VS_OK) goto fail;
     }
 
+attention:
     /* scores, one image: Q (1,H,T,dh) = Q[t, h*dh + e] -> strides (TD, dh, D, 1);
      * K^T (1,H,dh,T) = K[t, h*dh + e] -> strides (TD, dh, 1, D); S dense. */
     st = make_attr(&attr, false, dnnl_eltwise_relu, 0, false,
@@ -591,10 +635,15 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
         }
     }
 
-    snprintf(c->st.impl, sizeof c->st.impl,
-             "patch=%s qkv=%s scores=%s attn_v=%s o=%s fc1=%s fc2=%s head=%s",
-             p->patch.impl, p->qkv.impl, p->score.impl, p->pv.impl,
-             p->oproj.impl, p->fc1.impl, p->fc2.impl, p->head.impl);
+    if (c->own_gemm)
+        snprintf(c->st.impl, sizeof c->st.impl,
+                 "patch, qkv, o, fc1, fc2=own avx2 6x16 scores=%s attn_v=%s head=%s",
+                 p->score.impl, p->pv.impl, p->head.impl);
+    else
+        snprintf(c->st.impl, sizeof c->st.impl,
+                 "patch=%s qkv=%s scores=%s attn_v=%s o=%s fc1=%s fc2=%s head=%s",
+                 p->patch.impl, p->qkv.impl, p->score.impl, p->pv.impl,
+                 p->oproj.impl, p->fc1.impl, p->fc2.impl, p->head.impl);
     p->ready = true;
     return VS_OK;
 fail:
@@ -680,6 +729,7 @@ static void cpu_destroy(void *vctx)
     free(c->as);
     free(c->azp);
     free(c->acc);
+    free(c->gemm_ws);
     free(c->q8);
     free(c->q8_mem);
     free(c->q8_blocked);
@@ -808,8 +858,19 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
             c->acc = alloc_floats(M * D, sizeof(float), &bytes);
         }
     }
+    /* our own GEMM: fp32 on AVX2+FMA, unless VS_CPU_GEMM=onednn (for
+     * side-by-side measurements) */
+    {
+        const char *e = getenv("VS_CPU_GEMM");
+        c->own_gemm = c->prec == VS_PRECISION_FP32 && c->k->sgemm &&
+                      !(e && strcmp(e, "onednn") == 0) &&
+                      own_act(cfg->act, &c->own_act, &c->own_alpha) == VS_OK;
+        if (ok && c->own_gemm)
+            c->gemm_ws = alloc_floats((size_t)c->threads * vs_model_cpu_gemm_ws_floats(),
+                                      sizeof(float), &bytes);
+    }
     if (!ok || !c->x || !c->xn || !c->qkv || !c->S || !c->f || !c->col || !c->c ||
-        !c->zeros || !c->plans ||
+        !c->zeros || !c->plans || (c->own_gemm && !c->gemm_ws) ||
         (c->prec == VS_PRECISION_INT8 && (!c->aq || !c->as || !c->azp || !c->acc))) {
         cpu_destroy(c);
         return vs_err_set(err, VS_NOMEM, "cpu backend: cannot allocate scratch for %d images "
@@ -828,8 +889,8 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     }
     char cpu[128];
     read_cpu_name(cpu, sizeof cpu);
-    snprintf(c->device, sizeof c->device, "%s (oneDNN %s, %d threads)", cpu,
-             isa_name(isa), c->threads);
+    snprintf(c->device, sizeof c->device, "%s (oneDNN %s%s, %d threads)", cpu,
+             isa_name(isa), c->own_gemm ? ", own AVX2 GEMM" : "", c->threads);
     c->st.threads = c->threads;
     c->st.kernels = c->k->isa;
     c->st.dnnl_isa = isa_name(isa);
@@ -912,6 +973,11 @@ static enum vs_status linear_run(struct cpu_ctx *c, struct mm *mm, const float *
             dequant_rows(c, dst, N, out, N, rows, N, wq, bias_or_zeros(c, b), accumulate);
         return st;
     }
+    if (c->own_gemm) {
+        /* fc1 is the only non-accumulating Linear that reaches here */
+        own_run(c, rows, N, K, src, K, w, b, dst, N, !accumulate, accumulate);
+        return VS_OK;
+    }
     void *p[4] = {(void *)src, (void *)w, (void *)bias_or_zeros(c, b), dst};
     return mm_run(c, mm, p, err);
 }
@@ -967,7 +1033,12 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
         memcpy(xb, c->w.pos, (size_t)T * D * sizeof(float));
         for (int64_t d = 0; d < D; d++) xb[d] = c->w.cls[d] + c->w.pos[d];
     }
-    {
+    if (c->own_gemm) {
+        /* x[b][1:] (G, D), row stride D, += col_b (G, K0) patch_w^T + b */
+        for (int b = 0; b < n; b++)
+            own_run(c, G, D, K0, col + (size_t)b * G * K0, K0, c->w.patch_w, c->w.patch_b,
+                    x + (size_t)b * T * D + D, D, false, true);
+    } else {
         void *pp[4] = {col, (void *)c->w.patch_w, (void *)bias_or_zeros(c, c->w.patch_b),
                        x + D};
         if ((st = mm_run(c, &p->patch, pp, err)) != VS_OK) return st;
@@ -993,6 +1064,9 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
                 if (st == VS_OK)
                     dequant_rows(c, qkv + j * M * D, D, qkv + j * M * D, D, M, (int)D, wq,
                                  bias_or_zeros(c, bs[j]), 0);
+            } else if (c->own_gemm) {
+                own_run(c, M, D, D, xn, D, ws[j], bs[j], qkv + j * M * D, D, false, false);
+                st = VS_OK;
             } else {
                 void *pp[4] = {xn, (void *)ws[j], (void *)bias_or_zeros(c, bs[j]),
                                qkv + j * M * D};

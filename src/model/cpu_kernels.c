@@ -1,5 +1,7 @@
 /* cpu_kernels.c: LayerNorm, softmax and int8 row quantization for the CPU
- * backend, in a portable version and an AVX2+FMA version.
+ * backend, in a portable version and an AVX2+FMA version; and, AVX2+FMA
+ * only, our own fp32 GEMM for the Linears (at the end of the file), with
+ * bias, activation and residual fused into its epilogue.
  *
  * The library is compiled with -O2 and no -march, which leaves these float
  * reductions scalar (GCC may not reorder float sums) and has no vector exp,
@@ -10,12 +12,15 @@
  * these loops are ~2% of a forward pass, so no AVX-512 variant is kept.
  *
  * Invariants: every kernel reads and writes exactly its row; no state; any
- * thread may run any kernel on disjoint rows concurrently.
+ * thread may run any kernel on disjoint rows concurrently.  The GEMM is
+ * called from one thread outside any parallel region and runs its own
+ * OpenMP team.
  */
 #include "cpu_kernels.h"
 
 #include <math.h>
 #include <immintrin.h>
+#include <omp.h>
 
 /* ---- portable versions ------------------------------------------------ */
 
@@ -319,14 +324,259 @@ VS_AVX2 static void dequant_avx2(float *y, const float *acc, float sa, float zp,
     }
 }
 
+/* ---- own fp32 GEMM (AVX2 + FMA) ----------------------------------------
+ *
+ * C (M, N) = (accumulate ? C : 0) + act(A (M, K) . W^T + bias), W (N, K) a
+ * Linear's weight used in place.  The classic packed scheme (W^T is the
+ * "B" operand):
+ *
+ *   for each chunk of SG_MC rows of A              (A chunk ~ SG_MC x SG_KC
+ *     for each panel of SG_NR = 16 columns of C     floats stays in L2)
+ *       for each block of SG_KC = 256 along K:
+ *         bp (SG_KC, 16) = W[n0:n0+16, k0:k0+kc]^T   packed, 16 KB: stays in L1
+ *         for each tile of SG_MR = 6 rows:
+ *           ct (6, 16) (+)= A[rows, k0:k0+kc] . bp    12 ymm accumulators
+ *       C[rows, n0:n0+16] (+)= act(ct + bias)         the epilogue, per row
+ *
+ * The micro-kernel holds the 6x16 tile of C in 12 registers; per k it loads
+ * two vectors of bp and broadcasts 6 scalars of A (read in place, row
+ * major: 6 sequential streams), 12 FMAs.  Packing costs K*N element moves
+ * per GEMM against M*K*N FMAs (1/197 per FMA for ViT's M = 197), done with
+ * 8x8 register transposes.  Threads split the column panels (no reduction
+ * across threads, no synchronisation inside); each has its own bp and ct in
+ * ws.  Rows past M in the last tile read row 0 of the tile again and are
+ * never stored; columns past N are packed as zeros and never stored.
+ * The sum over k runs k = 0, 1, ..., K-1 into one accumulator per C element
+ * whatever M, the row or the thread: results do not depend on the batch. */
+
+#define SG_MR 6
+#define SG_NR 16
+#define SG_KC 256
+#define SG_MC 240   /* multiple of SG_MR */
+
+size_t vs_model_cpu_gemm_ws_floats(void)
+{
+    return (size_t)SG_KC * SG_NR + (size_t)SG_MC * SG_NR;
+}
+
+/* In-register transpose of 8 vectors (rows) into 8 vectors (columns). */
+VS_AVX2 static inline void transpose8(__m256 r[8])
+{
+    __m256 t[8], s[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);      /* a0 b0 a1 b1 | a4 b4 a5 b5 */
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);  /* a2 b2 a3 b3 | a6 b6 a7 b7 */
+    }
+    for (int h = 0; h < 2; h++) {   /* rows 0-3, then rows 4-7 */
+        const __m256 *u = t + 4 * h;
+        s[4 * h + 0] = _mm256_shuffle_ps(u[0], u[2], 0x44);   /* col 0 | col 4 */
+        s[4 * h + 1] = _mm256_shuffle_ps(u[0], u[2], 0xEE);   /* col 1 | col 5 */
+        s[4 * h + 2] = _mm256_shuffle_ps(u[1], u[3], 0x44);   /* col 2 | col 6 */
+        s[4 * h + 3] = _mm256_shuffle_ps(u[1], u[3], 0xEE);   /* col 3 | col 7 */
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(s[i], s[4 + i], 0x20);      /* cols 0-3 */
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[4 + i], 0x31);  /* cols 4-7 */
+    }
+}
+
+/* bp (kc, 16): bp[k*16 + j] = w[j*ldw + k] for j < nv, 0 for j >= nv.
+ * w points at W[n0][k0]. */
+VS_AVX2 static void sg_pack(float *bp, const float *w, int64_t ldw, int nv, int kc)
+{
+    int k = 0;
+    if (nv == SG_NR) {
+        for (; k + 8 <= kc; k += 8)
+            for (int g = 0; g < 2; g++) {
+                __m256 r[8];
+                for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(w + (g * 8 + i) * ldw + k);
+                transpose8(r);   /* r[i] = w[g*8 .. g*8+7][k + i] */
+                for (int i = 0; i < 8; i++) _mm256_store_ps(bp + (k + i) * SG_NR + g * 8, r[i]);
+            }
+    }
+    for (; k < kc; k++)
+        for (int j = 0; j < SG_NR; j++) bp[k * SG_NR + j] = j < nv ? w[j * ldw + k] : 0.0f;
+}
+
+/* ct (6, 16) = (first ? 0 : ct) + sum_k a_i[k] * bp[k, :], i = 0..5. */
+VS_AVX2 static void sg_kernel(int kc, const float *a0, const float *a1, const float *a2,
+                              const float *a3, const float *a4, const float *a5,
+                              const float *bp, float *ct, int first)
+{
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (first) {
+        c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
+        c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    } else {
+        c00 = _mm256_load_ps(ct + 0);   c01 = _mm256_load_ps(ct + 8);
+        c10 = _mm256_load_ps(ct + 16);  c11 = _mm256_load_ps(ct + 24);
+        c20 = _mm256_load_ps(ct + 32);  c21 = _mm256_load_ps(ct + 40);
+        c30 = _mm256_load_ps(ct + 48);  c31 = _mm256_load_ps(ct + 56);
+        c40 = _mm256_load_ps(ct + 64);  c41 = _mm256_load_ps(ct + 72);
+        c50 = _mm256_load_ps(ct + 80);  c51 = _mm256_load_ps(ct + 88);
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        bp += SG_NR;
+        __m256 t;
+        t = _mm256_broadcast_ss(a0 + k);
+        c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
+        t = _mm256_broadcast_ss(a1 + k);
+        c10 = _mm256_fmadd_ps(t, b0, c10); c11 = _mm256_fmadd_ps(t, b1, c11);
+        t = _mm256_broadcast_ss(a2 + k);
+        c20 = _mm256_fmadd_ps(t, b0, c20); c21 = _mm256_fmadd_ps(t, b1, c21);
+        t = _mm256_broadcast_ss(a3 + k);
+        c30 = _mm256_fmadd_ps(t, b0, c30); c31 = _mm256_fmadd_ps(t, b1, c31);
+        t = _mm256_broadcast_ss(a4 + k);
+        c40 = _mm256_fmadd_ps(t, b0, c40); c41 = _mm256_fmadd_ps(t, b1, c41);
+        t = _mm256_broadcast_ss(a5 + k);
+        c50 = _mm256_fmadd_ps(t, b0, c50); c51 = _mm256_fmadd_ps(t, b1, c51);
+    }
+    _mm256_store_ps(ct + 0, c00);   _mm256_store_ps(ct + 8, c01);
+    _mm256_store_ps(ct + 16, c10);  _mm256_store_ps(ct + 24, c11);
+    _mm256_store_ps(ct + 32, c20);  _mm256_store_ps(ct + 40, c21);
+    _mm256_store_ps(ct + 48, c30);  _mm256_store_ps(ct + 56, c31);
+    _mm256_store_ps(ct + 64, c40);  _mm256_store_ps(ct + 72, c41);
+    _mm256_store_ps(ct + 80, c50);  _mm256_store_ps(ct + 88, c51);
+}
+
+/* The activations, 8 lanes.  exp256_neg (x <= 0 only) everywhere: every
+ * formula is arranged so that its exponent is -|something|. */
+VS_AVX2 static inline __m256 act8(__m256 v, int act, float alpha)
+{
+    const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    switch (act) {
+    case VS_CPU_ACT_GELU_ERF: {
+        /* erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7):
+         * erfc(a) = t (a1 + t (a2 + t (a3 + t (a4 + t a5)))) e^{-a^2},
+         * t = 1 / (1 + p a), a = |y| >= 0, y = v / sqrt 2;
+         * 1 + erf(y) = 2 - erfc(a) for y >= 0, erfc(a) for y < 0
+         * (no cancellation on the negative side). */
+        const __m256 y = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+        const __m256 a = _mm256_andnot_ps(sign, y);
+        const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+        __m256 p = _mm256_set1_ps(1.061405429f);
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+        p = _mm256_mul_ps(p, t);
+        const __m256 q = _mm256_mul_ps(p, exp256_neg(_mm256_xor_ps(_mm256_mul_ps(a, a), sign)));
+        const __m256 neg = _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ);
+        const __m256 onep = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), q), q, neg);
+        return _mm256_mul_ps(_mm256_mul_ps(half, v), onep);
+    }
+    case VS_CPU_ACT_GELU_TANH: {
+        /* u = sqrt(2/pi) (v + 0.044715 v^3); tanh|u| = (1 - e) / (1 + e),
+         * e = e^{-2|u|}; sign of u restored */
+        const __m256 v2 = _mm256_mul_ps(v, v);
+        const __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.79788456080286536f),
+                                       _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), v2),
+                                                       v, v));
+        const __m256 au = _mm256_andnot_ps(sign, u);
+        const __m256 e = exp256_neg(_mm256_mul_ps(_mm256_set1_ps(-2.0f), au));
+        __m256 th = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+        th = _mm256_or_ps(th, _mm256_and_ps(sign, u));
+        return _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, th));
+    }
+    case VS_CPU_ACT_RELU:
+        return _mm256_max_ps(v, _mm256_setzero_ps());
+    case VS_CPU_ACT_SWISH: {
+        /* sigmoid(z), z = alpha v: e = e^{-|z|}, s = 1 / (1 + e);
+         * z >= 0: s, z < 0: e s */
+        const __m256 z = _mm256_mul_ps(_mm256_set1_ps(alpha), v);
+        const __m256 e = exp256_neg(_mm256_or_ps(z, sign));   /* -|z| */
+        const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+        const __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
+        return _mm256_mul_ps(v, _mm256_blendv_ps(s, _mm256_mul_ps(e, s), neg));
+    }
+    default:
+        return v;
+    }
+}
+
+static float act1(float v, int act, float alpha)
+{
+    switch (act) {
+    case VS_CPU_ACT_GELU_ERF: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case VS_CPU_ACT_GELU_TANH:
+        return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case VS_CPU_ACT_RELU: return v > 0.0f ? v : 0.0f;
+    case VS_CPU_ACT_SWISH: return v / (1.0f + expf(-alpha * v));
+    default: return v;
+    }
+}
+
+/* One row of the epilogue: c[j] (+)= act(ct[j] + bias[j]), j < nv. */
+VS_AVX2 static void sg_epilogue(float *c, const float *ct, int nv, const float *bias,
+                                const struct vs_cpu_gemm *g)
+{
+    int j = 0;
+    for (; j + 8 <= nv; j += 8) {
+        __m256 v = _mm256_load_ps(ct + j);
+        if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+        v = act8(v, g->act, g->alpha);
+        if (g->accumulate) v = _mm256_add_ps(_mm256_loadu_ps(c + j), v);
+        _mm256_storeu_ps(c + j, v);
+    }
+    for (; j < nv; j++) {
+        float v = ct[j] + (bias ? bias[j] : 0.0f);
+        v = act1(v, g->act, g->alpha);
+        c[j] = g->accumulate ? c[j] + v : v;
+    }
+}
+
+/* Thread tid of nt: column panels [p0, p1). */
+VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm *g, float *ws,
+                                                        int tid, int nt)
+{
+    const int64_t panels = (g->N + SG_NR - 1) / SG_NR;
+    const int64_t p0 = panels * tid / nt, p1 = panels * (tid + 1) / nt;
+    float *bp = ws + (size_t)tid * vs_model_cpu_gemm_ws_floats();
+    float *ct = bp + SG_KC * SG_NR;
+    for (int64_t m0 = 0; m0 < g->M; m0 += SG_MC) {
+        const int mc = (int)(g->M - m0 < SG_MC ? g->M - m0 : SG_MC);
+        const float *A = g->A + m0 * g->lda;
+        for (int64_t pj = p0; pj < p1; pj++) {
+            const int64_t n0 = pj * SG_NR;
+            const int nv = (int)(g->N - n0 < SG_NR ? g->N - n0 : SG_NR);
+            if (g->K <= 0)   /* an empty sum */
+                for (int i = 0; i < SG_MC * SG_NR; i++) ct[i] = 0.0f;
+            for (int64_t k0 = 0; k0 < g->K; k0 += SG_KC) {
+                const int kc = (int)(g->K - k0 < SG_KC ? g->K - k0 : SG_KC);
+                sg_pack(bp, g->W + n0 * g->ldw + k0, g->ldw, nv, kc);
+                for (int i = 0; i < mc; i += SG_MR) {
+                    /* rows past mc repeat row i (computed, never stored) */
+                    const float *a[SG_MR];
+                    for (int r = 0; r < SG_MR; r++)
+                        a[r] = A + (int64_t)(i + r < mc ? i + r : i) * g->lda + k0;
+                    sg_kernel(kc, a[0], a[1], a[2], a[3], a[4], a[5], bp, ct + i * SG_NR,
+                              k0 == 0);
+                }
+            }
+            for (int i = 0; i < mc; i++)
+                sg_epilogue(g->C + (m0 + i) * g->ldc + n0, ct + i * SG_NR, nv,
+                            g->bias ? g->bias + n0 : NULL, g);
+        }
+    }
+}
+
+static void sgemm_avx2(const struct vs_cpu_gemm *g, float *ws, int threads)
+{
+    if (g->M <= 0 || g->N <= 0) return;
+    #pragma omp parallel num_threads(threads)
+    sg_thread(g, ws, omp_get_thread_num(), omp_get_num_threads());
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 static const struct vs_cpu_kernels k_generic = {
     ln_generic, softmax_generic, quant_generic, quant_u8_generic, dequant_generic,
-    "generic"
+    NULL, "generic"
 };
 static const struct vs_cpu_kernels k_avx2 = {
-    ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, "avx2"
+    ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_avx2, "avx2"
 };
 
 const struct vs_cpu_kernels *vs_model_cpu_kernels_generic(void)

@@ -11,7 +11,48 @@
 #ifndef VS_MODEL_CPU_KERNELS_H
 #define VS_MODEL_CPU_KERNELS_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* ---- own fp32 GEMM (AVX2+FMA; NULL entry in the generic table) ---------
+ *
+ * C (M, N) = (accumulate ? C : 0) + act(A (M, K) . W^T + bias): A
+ * row-major with leading dimension lda, W (N, K) row-major with leading
+ * dimension ldw (a Linear's weight, used in place), bias (N) or NULL, C with
+ * leading dimension ldc; act one of VS_CPU_ACT_* (alpha for swish).  With
+ * accumulate and no activation, C += A W^T + b: the residual.
+ * Every C element is a fixed sequence of float operations that depends on
+ * (K, its column) only: not on M, the row, the thread count or the batch. */
+enum vs_cpu_act {
+    VS_CPU_ACT_NONE = 0,
+    VS_CPU_ACT_GELU_ERF,    /* 0.5 x (1 + erf(x / sqrt 2)) */
+    VS_CPU_ACT_GELU_TANH,   /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    VS_CPU_ACT_RELU,        /* max(x, 0) */
+    VS_CPU_ACT_SWISH,       /* x / (1 + exp(-alpha x)) */
+};
+
+struct vs_cpu_gemm {
+    int64_t M, N, K;
+    const float *A;
+    int64_t lda;
+    const float *W;
+    int64_t ldw;
+    const float *bias;      /* (N) or NULL */
+    float *C;
+    int64_t ldc;
+    int act;                /* enum vs_cpu_act */
+    float alpha;
+    int accumulate;
+};
+
+/* Floats of workspace the GEMM needs per thread (packed W panel + a column
+ * strip of partial sums). */
+size_t vs_model_cpu_gemm_ws_floats(void);
+
+/* Runs g on `threads` OpenMP threads (called outside a parallel region);
+ * ws: threads * vs_model_cpu_gemm_ws_floats() floats, 32-byte aligned.
+ * Requires AVX2+FMA (vs_model_cpu_kernels()->sgemm != NULL). */
+typedef void (*vs_cpu_sgemm_fn)(const struct vs_cpu_gemm *g, float *ws, int threads);
 
 struct vs_cpu_kernels {
     /* y[d] = (x[d] - mean) / sqrt(var + eps) * g[d] + b[d]; var biased.
@@ -38,6 +79,8 @@ struct vs_cpu_kernels {
     void (*dequant_row)(float *y, const float *acc, float sa, float zp,
                         const float *sw, const float *cs, const float *b, int dim,
                         int accumulate);
+    /* the own GEMM above; NULL in the generic table (use oneDNN there) */
+    vs_cpu_sgemm_fn sgemm;
     const char *isa;    /* "avx2" or "generic" */
 };
 

@@ -150,7 +150,7 @@ static double act_ref(enum vs_act a, double x)
 {
     switch (a) {
     case VS_ACT_GELU:       return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
-    case VS_ACT_GELU_TANH:  return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case VS_ACT_GELU_TANH:  return 0.5 * x * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x)));
     case VS_ACT_RELU:       return x > 0 ? x : 0;
     case VS_ACT_QUICK_GELU: return x / (1.0 + exp(-1.702 * x));
     case VS_ACT_GELU_FAST:  return 0.5 * x * (1.0 + tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)));
@@ -522,6 +522,186 @@ static void test_kernels(void **state)
     assert_true(x[1] < 1e-30f);
 }
 
+/* ---- own GEMM ------------------------------------------------------------ */
+
+static double gemm_act_ref(double v, int act, double alpha)
+{
+    switch (act) {
+    case VS_CPU_ACT_GELU_ERF: return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+    case VS_CPU_ACT_GELU_TANH:
+        return 0.5 * v * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (v + 0.044715 * v * v * v)));
+    case VS_CPU_ACT_RELU: return v > 0 ? v : 0;
+    case VS_CPU_ACT_SWISH: return v / (1.0 + exp(-alpha * v));
+    default: return v;
+    }
+}
+
+/* One GEMM of the own AVX2 kernel vs double math: C (M, N), A with lda =
+ * K + 3, C with ldc = N + 5 (the gaps must stay untouched), every shape
+ * edge (rows past a 6-row tile, columns past a 16-column panel, K past a
+ * 256 block, M past a 240-row chunk), accumulate, NULL bias, activation;
+ * then the same on 1 and 3 threads and on single rows: bitwise equal. */
+static void check_own_gemm(const struct vs_cpu_kernels *k, int M, int N, int K, int act,
+                           float alpha, int accumulate, bool bias)
+{
+    const int lda = K + 3, ldc = N + 5;
+    float *A = malloc(((size_t)M * lda + 1) * sizeof(float));
+    float *W = malloc(((size_t)N * K + 1) * sizeof(float));
+    float *b = malloc((size_t)N * sizeof(float));
+    float *C = malloc((size_t)M * ldc * sizeof(float));
+    float *C0 = malloc((size_t)M * ldc * sizeof(float));
+    float *C1 = malloc((size_t)M * ldc * sizeof(float));
+    float *ws = NULL;
+    assert_true(A && W && b && C && C0 && C1);
+    assert_int_equal(posix_memalign((void **)&ws, 64, 3 * vs_model_cpu_gemm_ws_floats() *
+                                    sizeof(float)), 0);
+    for (size_t i = 0; i < (size_t)M * lda; i++) A[i] = rng_uni(2.0f);
+    for (size_t i = 0; i < (size_t)N * K; i++) W[i] = rng_uni(1.0f);
+    for (int i = 0; i < N; i++) b[i] = rng_uni(1.0f);
+    for (size_t i = 0; i < (size_t)M * ldc; i++) C0[i] = rng_uni(3.0f);
+    memcpy(C, C0, (size_t)M * ldc * sizeof(float));
+    struct vs_cpu_gemm g = {.M = M, .N = N, .K = K, .A = A, .lda = lda, .W = W, .ldw = K,
+                            .bias = bias ? b : NULL, .C = C, .ldc = ldc, .act = act,
+                            .alpha = alpha, .accumulate = accumulate};
+    k->sgemm(&g, ws, 2);
+    double worst = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < ldc; n++) {
+            const size_t at = (size_t)m * ldc + n;
+            if (n >= N) {   /* the gap between rows of C */
+                assert_true(C[at] == C0[at]);
+                continue;
+            }
+            double sum = 0.0, mag = accumulate ? fabs(C0[at]) : 0.0;
+            for (int i = 0; i < K; i++) {
+                sum += (double)A[(size_t)m * lda + i] * W[(size_t)n * K + i];
+                mag += fabs((double)A[(size_t)m * lda + i] * W[(size_t)n * K + i]);
+            }
+            if (bias) { sum += b[n]; mag += fabs(b[n]); }
+            const double ref = (accumulate ? C0[at] : 0.0) + gemm_act_ref(sum, act, alpha);
+            /* fp32 sums: ~K ulps of the magnitude; activations ~1e-6 */
+            const double err = fabs(ref - C[at]) / (1.0 + mag);
+            worst = fmax(worst, err);
+            if (err > 2e-6) fail_msg("own gemm M%d N%d K%d act %d acc %d: C[%d][%d] = %.9g, "
+                                     "reference %.9g", M, N, K, act, accumulate, m, n,
+                                     (double)C[at], ref);
+        }
+    /* thread count and M do not change a single bit */
+    memcpy(C1, C0, (size_t)M * ldc * sizeof(float));
+    g.C = C1;
+    k->sgemm(&g, ws, 1);
+    assert_memory_equal(C, C1, (size_t)M * ldc * sizeof(float));
+    memcpy(C1, C0, (size_t)M * ldc * sizeof(float));
+    k->sgemm(&g, ws, 3);
+    assert_memory_equal(C, C1, (size_t)M * ldc * sizeof(float));
+    memcpy(C1, C0, (size_t)M * ldc * sizeof(float));
+    for (int m = M - 1; m >= 0; m -= 7) {   /* some rows alone (M = 1) */
+        g.M = 1;
+        g.A = A + (size_t)m * lda;
+        g.C = C1 + (size_t)m * ldc;
+        k->sgemm(&g, ws, 2);
+        assert_memory_equal(C + (size_t)m * ldc, C1 + (size_t)m * ldc, (size_t)N * sizeof(float));
+    }
+    free(A); free(W); free(b); free(C); free(C0); free(C1); free(ws);
+}
+
+static void test_own_gemm(void **state)
+{
+    (void)state;
+    const struct vs_cpu_kernels *k = vs_model_cpu_kernels();
+    assert_null(vs_model_cpu_kernels_generic()->sgemm);
+    if (!k->sgemm) {
+        print_message("  no AVX2+FMA: own GEMM not in use, nothing to test\n");
+        return;
+    }
+    rng_state = 71;
+    const int Ms[] = {1, 5, 6, 7, 13, 197, 251};
+    const int Ns[] = {1, 8, 15, 16, 17, 40, 64};
+    const int Ks[] = {1, 7, 8, 9, 64, 256, 257, 530};
+    for (size_t i = 0; i < sizeof Ms / sizeof Ms[0]; i++)
+        for (size_t j = 0; j < sizeof Ns / sizeof Ns[0]; j++)
+            for (size_t l = 0; l < sizeof Ks / sizeof Ks[0]; l++) {
+                /* big products only on a few combinations (ASan speed) */
+                if ((long)Ms[i] * Ns[j] * Ks[l] > 300000 && (i + j + l) % 3 != 0) continue;
+                check_own_gemm(k, Ms[i], Ns[j], Ks[l], VS_CPU_ACT_NONE, 0.0f,
+                               (int)((i + j + l) % 2), (i + l) % 3 != 0);
+            }
+    /* every activation, on a full tile and on edges */
+    const int acts[] = {VS_CPU_ACT_GELU_ERF, VS_CPU_ACT_GELU_TANH, VS_CPU_ACT_RELU,
+                        VS_CPU_ACT_SWISH};
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++) {
+        check_own_gemm(k, 12, 32, 40, acts[a], 1.702f, 0, true);
+        check_own_gemm(k, 9, 23, 300, acts[a], 1.0f, 0, true);
+        check_own_gemm(k, 7, 17, 5, acts[a], 1.0f, 1, false);
+    }
+    /* the activations far out: no NaN, the right limits */
+    float x[16] = {-200, -50, -12, -9.5f, -4, -1e-3f, 0, 1e-3f, 3, 9.5f, 12, 50, 200, -1e-30f, 1e-30f, 1};
+    float one = 1.0f, out[16];
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++) {
+        float *ws = NULL;
+        assert_int_equal(posix_memalign((void **)&ws, 64, vs_model_cpu_gemm_ws_floats() *
+                                        sizeof(float)), 0);
+        /* C (16, 1) = act(x . 1): one output column, 16 rows */
+        struct vs_cpu_gemm g = {.M = 16, .N = 1, .K = 1, .A = x, .lda = 1, .W = &one, .ldw = 1,
+                                .C = out, .ldc = 1, .act = acts[a], .alpha = 1.702f};
+        k->sgemm(&g, ws, 1);
+        for (int i = 0; i < 16; i++) {
+            const double ref = gemm_act_ref(x[i], acts[a], 1.702);
+            assert_false(isnan(out[i]));
+            assert_true(fabs(out[i] - ref) <= 1e-6 * (1.0 + fabs(ref)));
+        }
+        free(ws);
+    }
+}
+
+/* The fp32 reference tests once more with the GEMMs on oneDNN (what the
+ * backend uses on CPUs without AVX2+FMA): both paths stay correct. */
+static void test_ref_onednn_gemm(void **state)
+{
+    (void)state;
+    setenv("VS_CPU_GEMM", "onednn", 1);
+    struct tmodel m;
+    tmodel_init(&m, 3, 32, 48, 8, 32, 4, 64, 3, 7, VS_ACT_GELU, true, 11);
+    check_vs_reference(&m, 2);
+    tmodel_free(&m);
+    tmodel_init(&m, 1, 12, 20, 4, 24, 2, 48, 2, 5, VS_ACT_QUICK_GELU, false, 41);
+    check_vs_reference(&m, 1);
+    tmodel_free(&m);
+    unsetenv("VS_CPU_GEMM");
+}
+
+/* Own GEMM vs oneDNN on the same model: the two fp32 paths agree to float
+ * rounding (1e-5 of the logit scale). */
+static void test_own_vs_onednn(void **state)
+{
+    (void)state;
+    if (!vs_model_cpu_kernels()->sgemm) return;
+    struct tmodel m;
+    tmodel_init(&m, 3, 32, 32, 8, 48, 4, 96, 3, 9, VS_ACT_GELU, true, 51);
+    const struct vs_vit_config *g = &m.cfg;
+    float *pix = random_pixels(g, 3);
+    float *a = malloc((size_t)3 * g->labels * sizeof(float));
+    float *b = malloc((size_t)3 * g->labels * sizeof(float));
+    assert_true(a && b);
+    void *own = backend_new(&m, VS_PRECISION_FP32, 3);
+    setenv("VS_CPU_GEMM", "onednn", 1);
+    void *dnn = backend_new(&m, VS_PRECISION_FP32, 3);
+    unsetenv("VS_CPU_GEMM");
+    run_forward(own, pix, 3, a);
+    run_forward(dnn, pix, 3, b);
+    double worst = 0, scale = 1;
+    for (int i = 0; i < 3 * g->labels; i++) {
+        worst = fmax(worst, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    print_message("  own GEMM vs oneDNN: max|d| = %.3g (logit scale %.3g)\n", worst, scale);
+    assert_true(worst <= 1e-5 * scale);
+    vs_backend_cpu.destroy(own);
+    vs_backend_cpu.destroy(dnn);
+    free(pix); free(a); free(b);
+    tmodel_free(&m);
+}
+
 int main(int argc, char **argv)
 {
     /* libgomp reads OMP_WAIT_POLICY when it is loaded, before main: to get
@@ -541,6 +721,9 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels),
+        cmocka_unit_test(test_own_gemm),
+        cmocka_unit_test(test_ref_onednn_gemm),
+        cmocka_unit_test(test_own_vs_onednn),
         cmocka_unit_test(test_ref_nonsquare_3layers),
         cmocka_unit_test(test_ref_one_head_no_qkv_bias),
         cmocka_unit_test(test_ref_every_activation),
