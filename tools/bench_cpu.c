@@ -8,7 +8,7 @@
  *
  *   vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T]
  *                [--precision fp32|int8] [--layers L] [--contend]
- *                [--gemm-layout] [--compare-int8]
+ *                [--gemm-layout] [--compare-int8] [--gemm-api] [--ab]
  *
  * --contend runs one extra busy thread (standing in for the HTTP/decode
  * threads) and reports how much work it got done: with OMP_WAIT_POLICY
@@ -17,6 +17,13 @@
  * in place (tag "ba", what the backend does) against a reordered copy in
  * oneDNN's preferred layout ("any").  --compare-int8 reports int8-vs-fp32
  * logits agreement on random inputs (max |d|, cosine, top-1).
+ * --gemm-api times the encoder's GEMM shapes (M = 197, and the patch
+ * embedding's M = 196) through every entry point at hand: oneDNN's matmul
+ * primitive with the weights in place, the same with a reordered copy,
+ * dnnl_sgemm (the BLAS-style API), and our own AVX2 GEMM (cpu_kernels.c),
+ * interleaved, with GFLOP/s against this machine's FMA peak.  --ab runs the
+ * whole forward on our own GEMM and on oneDNN (VS_CPU_GEMM=onednn)
+ * alternately, for each --batch.
  *
  * Other engineers compile on the same 2 cores: numbers are noisy; repeat
  * and take the best/median.  Not a test: prints, asserts nothing.
@@ -449,11 +456,70 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* ---- own GEMM vs oneDNN, whole forward, interleaved ---------------------- */
+
+/* Two fp32 backends on the same weights, one on our own GEMM and one with
+ * VS_CPU_GEMM=onednn, forwards alternated so that machine noise hits both. */
+static int ab_forward(const struct vitb *m, int threads, int n, int iters)
+{
+    struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = threads,
+                                .max_batch = n};
+    struct vs_err err = {0};
+    void *ctx[2] = {NULL, NULL};
+    unsetenv("VS_CPU_GEMM");
+    if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[0], &err) != VS_OK) goto fail;
+    setenv("VS_CPU_GEMM", "onednn", 1);
+    if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[1], &err) != VS_OK) goto fail;
+    unsetenv("VS_CPU_GEMM");
+    const size_t img = 3 * 224 * 224;
+    float *pix = malloc(img * n * sizeof(float)), *lg[2];
+    lg[0] = malloc((size_t)n * 1000 * sizeof(float));
+    lg[1] = malloc((size_t)n * 1000 * sizeof(float));
+    double *t[2] = {malloc(sizeof(double) * iters), malloc(sizeof(double) * iters)};
+    fill(pix, img * n, 1.0f, 0);
+    for (int j = 0; j < 2; j++)   /* warm-up: plans, pages */
+        if (vs_backend_cpu.forward(ctx[j], pix, n, lg[j], &err) != VS_OK) goto fail;
+    for (int i = 0; i < iters; i++)
+        for (int j0 = 0; j0 < 2; j0++) {
+            const int j = (i + j0) % 2;   /* alternate which goes first */
+            const double t0 = vs_now_ms();
+            vs_backend_cpu.forward(ctx[j], pix, n, lg[j], &err);
+            t[j][i] = vs_now_ms() - t0;
+        }
+    double d = 0, sc = 0;
+    for (int i = 0; i < n * 1000; i++) {
+        d = fmax(d, fabs((double)lg[0][i] - lg[1][i]));
+        sc = fmax(sc, fabs((double)lg[1][i]));
+    }
+    const double fl = flops_per_image(&m->cfg) * n;
+    printf("\nbatch %d, %d alternated forwards each: ms per batch (median / min), GFLOP/s at the median\n",
+           n, iters);
+    const char *names[2] = {"own AVX2 GEMM", "oneDNN matmul"};
+    double med[2];
+    for (int j = 0; j < 2; j++) {
+        qsort(t[j], iters, sizeof(double), cmp_double);
+        med[j] = t[j][iters / 2];
+        printf("  %-14s %8.1f / %8.1f ms  %6.1f GFLOP/s  (%s)\n", names[j], med[j], t[j][0],
+               fl / (med[j] / 1e3) / 1e9, vs_backend_cpu.device_name(ctx[j]));
+    }
+    printf("  oneDNN / own: %.3fx (median), %.3fx (min); logits max|d| %.3g (scale %.3g)\n",
+           med[1] / med[0], t[1][0] / t[0][0], d, sc);
+    free(pix); free(lg[0]); free(lg[1]); free(t[0]); free(t[1]);
+    vs_backend_cpu.destroy(ctx[0]);
+    vs_backend_cpu.destroy(ctx[1]);
+    return 0;
+fail:
+    fprintf(stderr, "ab: %s\n", err.msg);
+    vs_backend_cpu.destroy(ctx[0]);
+    vs_backend_cpu.destroy(ctx[1]);
+    return 1;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T] "
                     "[--precision fp32|int8] [--layers L] [--contend] [--gemm-layout] "
-                    "[--compare-int8]\n");
+                    "[--compare-int8] [--gemm-api] [--ab]\n");
 }
 
 static int compare_int8(const struct vitb *m, int threads, int nimg)
@@ -505,7 +571,7 @@ fail:
 int main(int argc, char **argv)
 {
     int batches[16] = {1, 8, 32}, nb = 3, iters = 0, threads = 0, layers = 12;
-    bool contend = false, layout = false, cmp8 = false, api = false;
+    bool contend = false, layout = false, cmp8 = false, api = false, ab = false;
     enum vs_precision prec = VS_PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -528,6 +594,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--gemm-layout")) layout = true;
         else if (!strcmp(a, "--compare-int8")) cmp8 = true;
         else if (!strcmp(a, "--gemm-api")) api = true;
+        else if (!strcmp(a, "--ab")) ab = true;
         else { usage(); return 2; }
     }
     int maxb = 1;
@@ -545,6 +612,14 @@ int main(int argc, char **argv)
         free(m.mem);
         free(m.layers);
         return 0;
+    }
+    if (ab) {
+        int r = 0;
+        for (int i = 0; i < nb && r == 0; i++)
+            r = ab_forward(&m, threads, batches[i], iters > 0 ? iters : 5);
+        free(m.mem);
+        free(m.layers);
+        return r;
     }
     if (api) {
         gemm_api(iters > 0 ? iters : 10, threads);
@@ -576,8 +651,8 @@ int main(int argc, char **argv)
            st.threads, create_ms, peak_here, st.threads);
     const double fl = flops_per_image(&m.cfg);
     printf("%.2f GFLOP per image\n\n", fl / 1e9);
-    printf("%5s %10s %10s %10s %9s %9s %9s %9s %10s%s\n", "batch", "median ms", "min ms",
-           "first ms", "img/s", "GFLOP/s", "%343", "%here", "non-GEMM",
+    printf("%5s %10s %10s %10s %9s %9s %9s %9s %10s %10s%s\n", "batch", "median ms", "min ms",
+           "first ms", "img/s", "GFLOP/s", "%343", "%here", "non-GEMM", "attention",
            contend ? "  contender Mit/s" : "");
 
     const size_t img = 3 * 224 * 224;
@@ -616,9 +691,10 @@ int main(int argc, char **argv)
         const double med = t[it / 2], mn = t[0];
         const double gf = fl * n / (med / 1e3) / 1e9;
         const double other = st.total_ns ? 1.0 - (double)st.gemm_ns / st.total_ns : 0;
-        printf("%5d %10.1f %10.1f %10.1f %9.2f %9.1f %8.1f%% %8.1f%% %9.1f%%", n, med, mn, first,
-               n / (med / 1e3), gf, 100 * gf / XEON_PEAK_GFLOPS,
-               peak_here > 0 ? 100 * gf / peak_here : 0, 100 * other);
+        const double attn = st.total_ns ? (double)st.attn_ns / st.total_ns : 0;
+        printf("%5d %10.1f %10.1f %10.1f %9.2f %9.1f %8.1f%% %8.1f%% %9.1f%% %9.1f%%", n, med, mn,
+               first, n / (med / 1e3), gf, 100 * gf / XEON_PEAK_GFLOPS,
+               peak_here > 0 ? 100 * gf / peak_here : 0, 100 * other, 100 * attn);
         if (contend) printf("  %10.1f", (double)cwork * 1000.0 / (wall / 1e3) / 1e6);
         printf("\n");
         free(t);

@@ -910,7 +910,7 @@ void vs_model_cpu_stats(void *ctx, struct vs_cpu_stats *out, bool reset)
     *out = c->st;
     if (reset) {
         c->st.forwards = c->st.images = 0;
-        c->st.total_ns = c->st.gemm_ns = c->st.plan_ns = 0;
+        c->st.total_ns = c->st.gemm_ns = c->st.plan_ns = c->st.attn_ns = 0;
     }
 }
 
@@ -1075,6 +1075,7 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
             if (st != VS_OK) return st;
         }
         /* attention, image by image (S stays in cache) */
+        const uint64_t t_attn = vs_now_ns();
         for (int b = 0; b < n; b++) {
             float *qb = qkv + (size_t)b * T * D, *kb = qb + M * D, *vb = kb + M * D;
             /* S = Q K^T / sqrt(dh)  (H, T, T) */
@@ -1089,6 +1090,7 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
             void *pv[3] = {S, vb, xn + (size_t)b * T * D};
             if ((st = mm_run(c, &p->pv, pv, err)) != VS_OK) return st;
         }
+        c->st.attn_ns += vs_now_ns() - t_attn;
         /* x += xn o_w^T + o_b */
         if ((st = linear_run(c, &p->oproj, xn, M, (int)D, (int)D, ly->o_w,
                              lq ? &lq->o : NULL, ly->o_b, x, 1, err)) != VS_OK)

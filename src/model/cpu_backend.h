@@ -16,6 +16,7 @@ struct vs_cpu_stats {
     uint64_t total_ns;       /* wall time inside forward() */
     uint64_t gemm_ns;        /* of which inside oneDNN matmul primitives */
     uint64_t plan_ns;        /* of which building primitives (first call per n) */
+    uint64_t attn_ns;        /* of which attention: Q K^T, softmax, S V (all heads) */
     int threads;             /* OpenMP threads used per forward */
     const char *kernels;     /* "avx2" / "generic": the row kernels in use */
     const char *dnnl_isa;    /* what oneDNN dispatches to ("avx2", "avx512_core_vnni"...) */

@@ -342,9 +342,9 @@ VS_AVX2 static void dequant_avx2(float *y, const float *acc, float sa, float zp,
  * two vectors of bp and broadcasts 6 scalars of A (read in place, row
  * major: 6 sequential streams), 12 FMAs.  Packing costs K*N element moves
  * per GEMM against M*K*N FMAs (1/197 per FMA for ViT's M = 197), done with
- * 8x8 register transposes.  Threads split the column panels (no reduction
- * across threads, no synchronisation inside); each has its own bp and ct in
- * ws.  Rows past M in the last tile read row 0 of the tile again and are
+ * 8x8 register transposes.  Threads take runs of column panels from a
+ * shared counter (no reduction across threads, no other synchronisation);
+ * each has its own bp and ct in ws.  Rows past M in the last tile read row 0 of the tile again and are
  * never stored; columns past N are packed as zeros and never stored.
  * The sum over k runs k = 0, 1, ..., K-1 into one accumulator per C element
  * whatever M, the row or the thread: results do not depend on the batch. */
@@ -527,15 +527,30 @@ VS_AVX2 static void sg_epilogue(float *c, const float *ct, int nv, const float *
     }
 }
 
-/* Thread tid of nt: column panels [p0, p1). */
+/* One thread of the team: takes work items (an SG_MC-row chunk x a run of
+ * column panels) from the shared counter *next until none is left.  Dynamic
+ * rather than a fixed half each: on a shared machine (the HTTP and decode
+ * threads, other processes) one thread often runs slower, and a static
+ * split would make every GEMM wait for it.  Which thread computes an item
+ * changes nothing in its results. */
 VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm *g, float *ws,
-                                                        int tid, int nt)
+                                                        int tid, int nt, int64_t *next)
 {
     const int64_t panels = (g->N + SG_NR - 1) / SG_NR;
-    const int64_t p0 = panels * tid / nt, p1 = panels * (tid + 1) / nt;
+    const int64_t mchunks = (g->M + SG_MC - 1) / SG_MC;
+    /* about 8 grabs per thread and m-chunk: small enough to even out a
+     * slow thread, big enough that the counter is not contended */
+    int64_t run = panels / (8 * (int64_t)nt);
+    run = run < 1 ? 1 : run;
+    const int64_t runs = (panels + run - 1) / run;
     float *bp = ws + (size_t)tid * vs_model_cpu_gemm_ws_floats();
     float *ct = bp + SG_KC * SG_NR;
-    for (int64_t m0 = 0; m0 < g->M; m0 += SG_MC) {
+    for (;;) {
+        const int64_t item = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+        if (item >= mchunks * runs) break;
+        const int64_t m0 = item / runs * SG_MC;
+        const int64_t p0 = item % runs * run;
+        const int64_t p1 = p0 + run < panels ? p0 + run : panels;
         const int mc = (int)(g->M - m0 < SG_MC ? g->M - m0 : SG_MC);
         const float *A = g->A + m0 * g->lda;
         for (int64_t pj = p0; pj < p1; pj++) {
@@ -565,8 +580,9 @@ VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm
 static void sgemm_avx2(const struct vs_cpu_gemm *g, float *ws, int threads)
 {
     if (g->M <= 0 || g->N <= 0) return;
+    int64_t next = 0;
     #pragma omp parallel num_threads(threads)
-    sg_thread(g, ws, omp_get_thread_num(), omp_get_num_threads());
+    sg_thread(g, ws, omp_get_thread_num(), omp_get_num_threads(), &next);
 }
 
 /* ---- dispatch --------------------------------------------------------- */
