@@ -458,15 +458,16 @@ static int cmp_double(const void *a, const void *b)
 
 /* ---- own GEMM vs oneDNN, whole forward, interleaved ---------------------- */
 
-/* Two fp32 backends on the same weights, one on our own GEMM and one with
- * VS_CPU_GEMM=onednn, forwards alternated so that machine noise hits both. */
+/* Two fp32 backends on the same weights, one on our own GEMM
+ * (VS_CPU_GEMM=own) and one on oneDNN (VS_CPU_GEMM=onednn), forwards
+ * alternated so that machine noise hits both. */
 static int ab_forward(const struct vitb *m, int threads, int n, int iters)
 {
     struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = threads,
                                 .max_batch = n};
     struct vs_err err = {0};
     void *ctx[2] = {NULL, NULL};
-    unsetenv("VS_CPU_GEMM");
+    setenv("VS_CPU_GEMM", "own", 1);
     if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[0], &err) != VS_OK) goto fail;
     setenv("VS_CPU_GEMM", "onednn", 1);
     if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[1], &err) != VS_OK) goto fail;

@@ -858,12 +858,17 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
             c->acc = alloc_floats(M * D, sizeof(float), &bytes);
         }
     }
-    /* our own GEMM: fp32 on AVX2+FMA, unless VS_CPU_GEMM=onednn (for
-     * side-by-side measurements) */
+    /* our own GEMM for fp32 where oneDNN's best is AVX2 (there it matches
+     * or beats oneDNN 2.6's gemm:jit, see docs/forward.md); on AVX-512
+     * machines oneDNN's wider kernels win.  VS_CPU_GEMM=onednn or =own
+     * overrides (side-by-side measurements, tests). */
     {
         const char *e = getenv("VS_CPU_GEMM");
-        c->own_gemm = c->prec == VS_PRECISION_FP32 && c->k->sgemm &&
-                      !(e && strcmp(e, "onednn") == 0) &&
+        const dnnl_cpu_isa_t ci = dnnl_get_effective_cpu_isa();
+        const bool want = e && strcmp(e, "own") == 0 ? true :
+                          e && strcmp(e, "onednn") == 0 ? false :
+                          ci == dnnl_cpu_isa_avx2 || ci == dnnl_cpu_isa_avx2_vnni;
+        c->own_gemm = want && c->prec == VS_PRECISION_FP32 && c->k->sgemm &&
                       own_act(cfg->act, &c->own_act, &c->own_alpha) == VS_OK;
         if (ok && c->own_gemm)
             c->gemm_ws = alloc_floats((size_t)c->threads * vs_model_cpu_gemm_ws_floats(),

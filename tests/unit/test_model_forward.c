@@ -683,9 +683,12 @@ static void test_own_vs_onednn(void **state)
     float *a = malloc((size_t)3 * g->labels * sizeof(float));
     float *b = malloc((size_t)3 * g->labels * sizeof(float));
     assert_true(a && b);
+    setenv("VS_CPU_GEMM", "own", 1);   /* the default only where oneDNN is AVX2 */
     void *own = backend_new(&m, VS_PRECISION_FP32, 3);
+    assert_non_null(strstr(vs_backend_cpu.device_name(own), "own AVX2 GEMM"));
     setenv("VS_CPU_GEMM", "onednn", 1);
     void *dnn = backend_new(&m, VS_PRECISION_FP32, 3);
+    assert_null(strstr(vs_backend_cpu.device_name(dnn), "own AVX2 GEMM"));
     unsetenv("VS_CPU_GEMM");
     run_forward(own, pix, 3, a);
     run_forward(dnn, pix, 3, b);
