@@ -1,6 +1,12 @@
 /* backend_cpu.c: the ViT forward pass on the CPU — oneDNN matmul primitives
- * for every GEMM (with bias, activation and residual fused as post-ops) and
+ * for the GEMMs (with bias, activation and residual fused as post-ops) and
  * our own vectorised loops for LayerNorm and softmax (cpu_kernels.c).
+ * Where oneDNN's best ISA is AVX2 (AMD Zen, older Intel), the fp32 Linears
+ * and the patch embedding run on our own AVX2/FMA GEMM instead
+ * (cpu_kernels.c, bias/activation/residual in its epilogue; own_gemm below):
+ * it matches or beats oneDNN 2.6's gemm:jit there, reads the weights in
+ * place too, and its results do not depend on M or the thread count.
+ * VS_CPU_GEMM=onednn|own overrides the choice.
  *
  * The pass, for n images (M = n*T rows, D hidden, H heads, dh = D/H,
  * F = mlp, G = grid_h*grid_w patches, K0 = C*P*P):
