@@ -149,7 +149,7 @@ struct cpu_ctx {
     void *q8_blocked;
 
     /* fp32 Linears and the patch embedding on our own AVX2 GEMM
-     * (cpu_kernels.c) instead of oneDNN; see gemm_pick() */
+     * (cpu_kernels.c) instead of oneDNN; chosen in cpu_create() */
     bool own_gemm;
     int own_act;        /* enum vs_cpu_act of cfg.act */
     float own_alpha;
@@ -288,8 +288,8 @@ static enum vs_status mm_run(struct cpu_ctx *c, struct mm *mm,
     return VS_OK;
 }
 
-/* C (M, N) = act((accumulate ? C : 0) + A (M, K) W^T + bias) on our own
- * GEMM; W (N, K) row-major in place. */
+/* C (M, N) = (accumulate ? C : 0) + act?(A (M, K) W^T + bias) on our own
+ * GEMM (act: the model's activation, or none); W (N, K) row-major in place. */
 static void own_run(struct cpu_ctx *c, int64_t M, int64_t N, int64_t K, const float *A,
                     int64_t lda, const float *W, const float *bias, float *C, int64_t ldc,
                     bool act, bool accumulate)
