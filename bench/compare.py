@@ -61,13 +61,16 @@ def main():
     threads_env = {"OMP_NUM_THREADS": str(a.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     # Debian's OpenBLAS 0.3.21 does not recognise recent CPUs and falls back
     # to generic kernels; naming the core fixes that (SkylakeX needs AVX-512).
+    # Without libopenblas0 installed, torch runs on the reference libblas and
+    # the OPENBLAS_* variables change nothing: then to_mkldnn is its best.
     flags = open("/proc/cpuinfo").read()
     core = "SkylakeX" if " avx512f" in flags else "Haswell"
     tuned = f"torch fp32 ({core})"
     print(f"CPU: {next((l.split(':', 1)[1].strip() for l in flags.splitlines() if l.startswith('model name')), '?')}, "
           f"OpenBLAS core for the tuned PyTorch run: {core}")
     engines = [("vitserve fp32", "vs", {}),
-               (tuned, "torch", {"OPENBLAS_CORETYPE": core})]
+               (tuned, "torch", {"OPENBLAS_CORETYPE": core}),
+               ("torch fp32 (to_mkldnn)", "torchdnn", {})]
     if not a.no_slow_torch:
         engines.append(("torch fp32 (as installed)", "torch", {"OPENBLAS_CORETYPE": ""}))
     if ort_ok:
@@ -101,8 +104,9 @@ def main():
                     if kind == "vs8":
                         cmd += ["--precision", "int8"]
                 elif kind.startswith("torch"):
+                    mode = {"torch8": ["int8"], "torchdnn": ["mkldnn"]}.get(kind, [])
                     cmd = [sys.executable, os.path.join(HERE, "torch_worker.py"), model, inp,
-                           str(b), str(iters), out] + (["int8"] if kind == "torch8" else [])
+                           str(b), str(iters), out] + mode
                 else:
                     cmd = ["node", os.path.join(HERE, "ort_worker.mjs"), onnx, inp, str(b),
                            str(iters), out, str(a.threads)]
