@@ -13,6 +13,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "vst_msg.h"
+
 #include <jansson.h>
 
 #include "model/model_internal.h"
@@ -36,10 +38,7 @@ static void expect_fail(const char *text, enum vs_status want, ...)
     assert_non_null(strstr(e.msg, "m/config.json"));
     va_list ap;
     va_start(ap, want);
-    for (const char *sub; (sub = va_arg(ap, const char *));) {
-        if (!strstr(e.msg, sub)) print_error("'%s' not in: %s\n", sub, e.msg);
-        assert_non_null(strstr(e.msg, sub));
-    }
+    vst_msg_has_all(e.msg, ap);
     va_end(ap);
 }
 

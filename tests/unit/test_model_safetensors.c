@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
+#include "vst_msg.h"
+
 #include <jansson.h>
 
 #include "model/model.h"
@@ -60,10 +62,7 @@ static void expect_open(const char *path, enum vs_status want, ...)
     assert_non_null(strstr(e.msg, path));
     va_list ap;
     va_start(ap, want);
-    for (const char *sub; (sub = va_arg(ap, const char *));) {
-        if (!strstr(e.msg, sub)) print_error("'%s' not in: %s\n", sub, e.msg);
-        assert_non_null(strstr(e.msg, sub));
-    }
+    vst_msg_has_all(e.msg, ap);
     va_end(ap);
 }
 
