@@ -8,12 +8,13 @@ bool vs_cli_model_opts(const char *cmd, const struct vs_cli_model_args *a,
                        struct vs_model_opts *o)
 {
     vs_model_opts_default(o);
-    if (!vs_device_parse(a->device, &o->device, &o->device_index)) {
+    if (!a->device && !a->precision) return true;   /* a command that computes nothing */
+    if (!vs_device_parse(a->device ? a->device : "auto", &o->device, &o->device_index)) {
         fprintf(stderr, "vitserve %s: --device: '%s' is not auto, cpu, cuda or cuda:N\n",
                 cmd, a->device);
         return false;
     }
-    if (!vs_precision_parse(a->precision, &o->precision)) {
+    if (!vs_precision_parse(a->precision ? a->precision : "fp32", &o->precision)) {
         fprintf(stderr, "vitserve %s: --precision: '%s' is not fp32, int8, fp16 or bf16\n",
                 cmd, a->precision);
         return false;

@@ -22,10 +22,16 @@ struct vs_cli_model_args {
     size_t max_pixels;
 };
 
-#define VS_CLI_MODEL_OPTIONS(a)                                                       \
+/* --model alone: for commands that read a checkpoint but compute nothing. */
+#define VS_CLI_MODEL_SPEC_OPTION(a)                                                   \
     {"model", 'm', "VITSERVE_MODEL", VS_OPT_STRING, &(a).model, 0, -1,                \
-     "google/vit-base-patch16-224", "DIR|ORG/NAME",                                   \
-     "checkpoint folder (HF snapshot layout) or hub id in the local HF cache", NULL}, \
+     "google/vit-base-patch16-224", "DIR|ORG/NAME[@REV]",                             \
+     "checkpoint folder (HF snapshot layout) or hub id (from the local HF cache, "    \
+     "downloaded into it when missing)", NULL}
+
+/* --model plus where and how to compute. */
+#define VS_CLI_MODEL_OPTIONS(a)                                                       \
+    VS_CLI_MODEL_SPEC_OPTION(a),                                                      \
     {"device", 0, "VITSERVE_DEVICE", VS_OPT_STRING, &(a).device, 0, -1, "auto",       \
      "DEV", "compute device: auto, cpu, cuda or cuda:N", NULL},                        \
     {"precision", 0, "VITSERVE_PRECISION", VS_OPT_STRING, &(a).precision, 0, -1,      \

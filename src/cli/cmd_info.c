@@ -14,7 +14,7 @@ int vs_cmd_info(int argc, char **argv)
     struct vs_cli_model_args ma = {0};
     bool as_json = false;
     const struct vs_option opts[] = {
-        VS_CLI_MODEL_OPTIONS(ma),
+        VS_CLI_MODEL_SPEC_OPTION(ma),
         {"json", 0, NULL, VS_OPT_FLAG, &as_json, 0, -1, NULL, NULL, "print JSON", NULL},
     };
     char *pos[1];

@@ -12,7 +12,7 @@ int vs_cmd_preprocess(int argc, char **argv)
     struct vs_cli_model_args ma = {0};
     const char *out_path = NULL;
     const struct vs_option opts[] = {
-        VS_CLI_MODEL_OPTIONS(ma),
+        VS_CLI_MODEL_SPEC_OPTION(ma),
         {"output", 'o', NULL, VS_OPT_STRING, &out_path, 0, -1, NULL, "FILE",
          "where to write the float32 tensor ('-' = stdout)", NULL},
         VS_CLI_PIXELS_OPTION(ma),
