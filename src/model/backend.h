@@ -90,7 +90,8 @@ struct vs_backend_ops {
     void (*destroy)(void *ctx);
 
     /* (optional) Device state for health checks and metrics: lost flag,
-     * memory, and the PCI bus id (for NVML) in pci_bus_id[32] ("" if none).
+     * memory, and the PCI bus id (for NVML) in pci_bus_id[32] ("" if none);
+     * with pci_bus_id NULL only the (cheap) lost flag and reason.
      * Called from any thread, concurrently with forward(). */
     void (*status)(void *ctx, struct vs_device_status *out, char *pci_bus_id);
 };

@@ -1271,6 +1271,7 @@ static void cuda_status(void *vctx, struct vs_device_status *out, char *pci_bus_
     out->is_gpu = true;
     out->lost = __atomic_load_n(&c->lost, __ATOMIC_ACQUIRE);
     if (out->lost) snprintf(out->why, sizeof out->why, "%s", c->lost_msg);
+    if (!pci_bus_id) return;   /* the per-request check: the flag only */
     pci_bus_id[0] = '\0';
     if (cudaSetDevice(c->dev) == cudaSuccess) {
         size_t free_b = 0, total_b = 0;

@@ -521,3 +521,13 @@ void vs_model_device_status(struct vs_model *m, struct vs_device_status *out)
     m->ops->status(m->ctx, out, pci);
     out->utilization = vs_nvml_utilization(pci);
 }
+
+bool vs_model_device_lost(struct vs_model *m, char *why)
+{
+    if (!m || !m->ops || !m->ctx || !m->ops->status) return false;
+    struct vs_device_status st;
+    memset(&st, 0, sizeof st);
+    m->ops->status(m->ctx, &st, NULL);
+    if (st.lost && why) snprintf(why, sizeof st.why, "%s", st.why);
+    return st.lost;
+}

@@ -129,6 +129,9 @@ struct vs_device_status {
     double utilization;        /* 0..1, GPU busy share from NVML; < 0 when unknown */
 };
 void vs_model_device_status(struct vs_model *m, struct vs_device_status *out);
+/* Only whether the device was lost (and why, into why[256] when not NULL):
+ * cheap enough for every request. */
+bool vs_model_device_lost(struct vs_model *m, char *why);
 
 /* Turns logits into scores (in place allowed: scores may equal logits). */
 void vs_scores_apply(enum vs_score_fn fn, const float *logits, int n,

@@ -916,11 +916,10 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
                              st == VS_SERVE_FAILED ? "not available (loading failed)"
                                                    : "still loading");
     }
-    struct vs_device_status ds;
-    vs_model_device_status(s->model, &ds);
-    if (ds.lost)
+    char lost_why[256];
+    if (vs_model_device_lost(s->model, lost_why))
         return vs_serve_error(r, c, 503, NULL, NULL, "the compute device was lost (%s); "
-                              "this replica cannot serve until it is restarted", ds.why);
+                              "this replica cannot serve until it is restarted", lost_why);
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
         char *end = NULL;
