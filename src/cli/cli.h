@@ -59,4 +59,11 @@ enum vs_status vs_cli_decode_file(const char *path, uint64_t max_pixels,
 /* Size in floats of one preprocessed image for this model. */
 size_t vs_cli_input_floats(const struct vs_model_info *mi);
 
+/* vs_image_preprocess() into out[vs_cli_input_floats(mi)], after checking
+ * that the result has the model's size: with "do_resize": false the image
+ * keeps its own size, which must then be image_size (else VS_BAD_INPUT,
+ * and out is never written past its end). */
+enum vs_status vs_cli_preprocess(const struct vs_image *img, const struct vs_model_info *mi,
+                                 float *out, struct vs_err *err);
+
 #endif

@@ -46,7 +46,7 @@ static void accuracy_file(struct vs_model *m, struct vs_model *ref, const char *
     struct vs_err err = {0};
     const struct vs_model_info *mi = vs_model_info(m);
     if (vs_cli_decode_file(path, max_pixels, &img, &err) != VS_OK ||
-        vs_image_preprocess(&img, &mi->preproc, px, &err) != VS_OK) {
+        vs_cli_preprocess(&img, mi, px, &err) != VS_OK) {
         vs_image_deinit(&img);
         return; /* not a valid image: not part of the comparison */
     }
@@ -210,7 +210,7 @@ int vs_cmd_bench(int argc, char **argv)
             struct vs_image_limits lim = {.max_pixels = ma.max_pixels};
             double t0 = vs_now_ms();
             enum vs_status ps = vs_image_decode(raw, len, &lim, &img, &ierr);
-            if (ps == VS_OK) ps = vs_image_preprocess(&img, &mi->preproc, px, &ierr);
+            if (ps == VS_OK) ps = vs_cli_preprocess(&img, mi, px, &ierr);
             double dt = vs_now_ms() - t0;
             pre_w = img.width;
             pre_h = img.height;

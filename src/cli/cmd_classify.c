@@ -140,7 +140,7 @@ int vs_cmd_classify(int argc, char **argv)
             struct vs_err err = {0};
             enum vs_status st = vs_cli_decode_file(j->file, ma.max_pixels, &img, &err);
             if (st == VS_OK)
-                st = vs_image_preprocess(&img, &mi->preproc, pixels + per * (size_t)ready, &err);
+                st = vs_cli_preprocess(&img, mi, pixels + per * (size_t)ready, &err);
             vs_image_deinit(&img);
             if (st != VS_OK) {
                 snprintf(j->error, sizeof j->error, "%s", err.msg[0] ? err.msg : vs_status_str(st));

@@ -41,7 +41,7 @@ int vs_cmd_preprocess(int argc, char **argv)
         goto out;
     }
     if (vs_cli_decode_file(files[0], ma.max_pixels, &img, &err) != VS_OK ||
-        vs_image_preprocess(&img, &mi->preproc, px, &err) != VS_OK) {
+        vs_cli_preprocess(&img, mi, px, &err) != VS_OK) {
         fprintf(stderr, "vitserve preprocess: %s: %s\n", files[0],
                 err.msg[0] ? err.msg : vs_status_str(err.status));
         goto out;

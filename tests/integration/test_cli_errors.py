@@ -106,4 +106,31 @@ code, out, err = vitserve("inspect", *hostile)
 check(code in (0, 1), f"inspect on hostile files exited {code}: {err[-2000:]}")
 rows = json_lines(out)
 check(len(rows) == len(hostile), f"one line per hostile file ({len(rows)} vs {len(hostile)})")
+# A preprocessor with "do_resize": false keeps the image's own size; one
+# that is not the model's image_size is refused in place (it used to be
+# written past the end of the batch tensor), a 32x32 image still runs.
+noresize = os.path.join(TMP, "cli-noresize")
+shutil.rmtree(noresize, ignore_errors=True)
+shutil.copytree(MODEL, noresize)
+pp = os.path.join(noresize, "preprocessor_config.json")
+pcfg = json.load(open(pp))
+pcfg["do_resize"] = False
+json.dump(pcfg, open(pp, "w"))
+big = os.path.join(FIXTURE, "images", "a02_coffee_progressive.jpg")   # 600x400
+code, out, err = vitserve("classify", "--model", noresize, "--json", "--device", "cpu", big, IMG)
+rows = json_lines(out) if code in (0, 1) else []
+check(code == 1 and len(rows) == 2, f"do_resize false, wrong size: exit {code}, {out!r} {err[-1500:]}")
+check(all("error" in r and "600x400" in r["error"] and "32x32" in r["error"] for r in rows[:1]),
+      f"size mismatch named: {rows}")
+check(len(rows) == 2 and "error" in rows[1] and "64x48" in rows[1]["error"], f"second image: {rows}")
+small = os.path.join(TMP, "noresize-32.png")
+from PIL import Image
+Image.open(big).convert("RGB").resize((32, 32)).save(small)
+code, out, err = vitserve("classify", "--model", noresize, "--json", "--device", "cpu", small)
+check(code == 0 and "predictions" in json_lines(out)[0], f"32x32 with do_resize false: {code} {err}")
+for cmd_args in (("preprocess", "-o", os.path.join(TMP, "noresize.f32")),
+                 ("bench", "--iters", "1", "--image")):
+    dev = ("--device", "cpu") if cmd_args[0] == "bench" else ()
+    code, _, err = vitserve(*cmd_args[:1], "--model", noresize, *dev, *cmd_args[1:], big)
+    check(code == 1 and "600x400" in err, f"{cmd_args[0]} with do_resize false: {code} {err[-1500:]}")
 done()
