@@ -180,6 +180,7 @@ struct sink {
     long long have, total;
     double t0, last;
     bool tty;
+    bool over;          /* the server sent more than `total`: transfer stopped */
 };
 
 static void progress_line(struct sink *s, bool final)
@@ -204,6 +205,12 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud)
 {
     struct sink *s = ud;
     size_t len = size * n;
+    /* More than the hub announced: stop (a broken or hostile server must
+     * not fill the disk); the size check below reports it. */
+    if (s->total >= 0 && (long long)len > s->total - s->have) {
+        s->over = true;
+        return 0;
+    }
     if (fwrite(buf, 1, len, s->out) != len) return 0;
     s->have += (long long)len;
     double now = vs_now_ms() / 1000.0;
@@ -271,7 +278,17 @@ static enum vs_status fetch_file(struct fetch *f, const char *base, const char *
         return VS_OK;
     }
     if (st != VS_OK) return st;
-    if (h.commit[0] && !commit[0]) snprintf(commit, commit_n, "%s", h.commit);
+    if (h.commit[0] && !commit[0]) {
+        /* It names the snapshot folder: a 40-hex commit (what hub.c looks
+         * up), never a path such as "../x". */
+        bool ok = strlen(h.commit) == 40;
+        for (const char *p = h.commit; ok && *p; p++)
+            ok = isdigit((unsigned char)*p) || (*p >= 'a' && *p <= 'f');
+        if (!ok)
+            return vs_err_set(err, VS_IO, "%s: %s: X-Repo-Commit '%.64s' is not a 40-hex commit",
+                              f->endpoint, file, h.commit);
+        snprintf(commit, commit_n, "%s", h.commit);
+    }
     if (!commit[0])
         return vs_err_set(err, VS_IO, "%s: %s: the hub sent no X-Repo-Commit", f->endpoint, file);
 
@@ -293,35 +310,48 @@ static enum vs_status fetch_file(struct fetch *f, const char *base, const char *
         }
         struct sink s = {.file = file, .have = have, .total = h.size,
                          .t0 = vs_now_ms() / 1000.0, .tty = isatty(2)};
-        s.out = fopen(part, have ? "ab" : "wb");
-        if (!s.out) return vs_err_set(err, VS_IO, "cannot write %s: %s", part, strerror(errno));
-        char url[4096], range[64];
-        url_of(f, file, url, sizeof url);
-        CURL *c = f->curl;
-        curl_easy_reset(c);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
-        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-        curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);   /* stalled for 60 s: give up */
-        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-        curl_easy_setopt(c, CURLOPT_USERAGENT, "vitserve/" VITSERVE_VERSION);
-        curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-        if (have > 0) {
-            snprintf(range, sizeof range, "%lld-", have);
-            curl_easy_setopt(c, CURLOPT_RANGE, range);
-        }
-        CURLcode rc = curl_easy_perform(c);
+        /* All bytes arrived before (stopped before the rename): nothing to
+         * fetch; a Range request past the end would get 416. */
+        bool complete = have > 0 && have == h.size;
+        CURLcode rc = CURLE_OK;
         long status = 0;
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        bool closed_ok = fclose(s.out) == 0;
-        if (rc == CURLE_OK && have > 0 && status == 200) {
+        bool closed_ok = true;
+        if (!complete) {
+            s.out = fopen(part, have ? "ab" : "wb");
+            if (!s.out) return vs_err_set(err, VS_IO, "cannot write %s: %s", part, strerror(errno));
+            char url[4096], range[64];
+            url_of(f, file, url, sizeof url);
+            CURL *c = f->curl;
+            curl_easy_reset(c);
+            curl_easy_setopt(c, CURLOPT_URL, url);
+            curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
+            curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+            curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+            curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+            curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+            curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);   /* stalled for 60 s: give up */
+            curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+            curl_easy_setopt(c, CURLOPT_USERAGENT, "vitserve/" VITSERVE_VERSION);
+            curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+            if (have > 0) {
+                snprintf(range, sizeof range, "%lld-", have);
+                curl_easy_setopt(c, CURLOPT_RANGE, range);
+            }
+            rc = curl_easy_perform(c);
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+            closed_ok = fclose(s.out) == 0;
+        }
+        if ((rc == CURLE_OK || s.over) && have > 0 && status == 200) {
             /* The server ignored the range and sent everything: start over. */
             unlink(part);
             return fetch_file(f, base, file, optional, missing, commit, commit_n, err);
+        }
+        if (s.over) {
+            unlink(part);
+            return vs_err_set(err, VS_IO, "%s: %s/%s: the server sent more than the %lld bytes "
+                              "the hub announced; the partial file was removed", f->endpoint,
+                              f->repo, file, h.size);
         }
         bool cut = rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR ||
                    rc == CURLE_GOT_NOTHING || rc == CURLE_OPERATION_TIMEDOUT;

@@ -5,11 +5,14 @@ Serves repositories from folders with the hub's URL scheme and headers:
     small files: 200, ETag (git-style id), X-Repo-Commit
     *.safetensors: 302 to /cdn/<sha256>, X-Linked-Etag = sha256,
                    X-Linked-Size, X-Repo-Commit (as for LFS files)
-  GET /cdn/<sha256>   the content; honours Range: bytes=N-
+  GET /cdn/<sha256>   the content; honours Range: bytes=N- (416 when N is
+                      the size or more, as file storage answers)
 Injected failures, chosen per repository:
   'private': 401 without "Authorization: Bearer <token>"
   'cut':     the first CDN transfer stops after half the bytes
   'badsum':  X-Linked-Etag is a wrong SHA-256
+  'commit':  X-Repo-Commit is this string instead of a real commit
+  'extra':   the CDN sends this many bytes more than X-Linked-Size says
 Unknown repo -> 404 RepoNotFound; unknown revision -> 404 RevisionNotFound;
 unknown file -> 404 EntryNotFound.  `requests` records every path asked.
 """
@@ -20,16 +23,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Repo:
-    def __init__(self, folder, private_token=None, cut=False, badsum=False):
+    def __init__(self, folder, private_token=None, cut=False, badsum=False, commit=None,
+                 extra=0):
         self.files = {}
         for name in os.listdir(folder):
             p = os.path.join(folder, name)
             if os.path.isfile(p) and not name.startswith("."):
                 self.files[name] = open(p, "rb").read()
-        self.commit = hashlib.sha1(folder.encode()).hexdigest()
+        self.commit = commit or hashlib.sha1(folder.encode()).hexdigest()
         self.private_token = private_token
         self.cut = cut
         self.badsum = badsum
+        self.extra = extra
 
 
 class FakeHub:
@@ -99,7 +104,13 @@ class FakeHub:
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes=") and rng.endswith("-"):
                     start = int(rng[6:-1])
-                body = data[start:]
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                body = data[start:] + b"\0" * repo.extra
                 code = 206 if start else 200
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))

@@ -28,6 +28,8 @@ hub.add("test/private-vit", MODEL, private_token="hf_secret")
 hub.add("test/cut-vit", MODEL, cut=True)
 hub.add("test/badsum-vit", MODEL, badsum=True)
 hub.add("test/bert", bert)
+hub.add("test/evil-commit", MODEL, commit="../../../escape")
+hub.add("test/long-vit", MODEL, extra=100000)
 
 
 def fresh_home(name):
@@ -111,6 +113,33 @@ try:
     blobs = os.path.join(home, "hub", "models--test--badsum-vit", "blobs")
     left = os.listdir(blobs) if os.path.isdir(blobs) else []
     check(not any(len(f) == 64 for f in left), f"no complete-looking weight blob left: {left}")
+
+    # 7b. A weight file complete in .incomplete (stopped before the rename):
+    #     used without a transfer (a Range past the end gets 416).
+    home = fresh_home("complete-part")
+    blobs = os.path.join(home, "hub", "models--test--tiny-vit", "blobs")
+    os.makedirs(blobs)
+    weights = open(os.path.join(MODEL, "model.safetensors"), "rb").read()
+    sha = hashlib.sha256(weights).hexdigest()
+    open(os.path.join(blobs, sha + ".incomplete"), "wb").write(weights)
+    code, out, err = classify("test/tiny-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"complete partial file finished: {code} {err}")
+    check(os.path.isfile(os.path.join(blobs, sha)), "complete partial file renamed to its blob")
+
+    # 7c. X-Repo-Commit names the snapshot folder: only a 40-hex commit.
+    home = fresh_home("evil-commit")
+    code, _, err = classify("test/evil-commit", home)
+    check(code == 1 and "X-Repo-Commit" in err, f"non-hex commit refused: {code} {err}")
+    check(not os.path.exists(os.path.join(home, "escape")), "nothing written outside the cache")
+
+    # 7d. More bytes than announced: stopped, nothing kept.
+    home = fresh_home("long")
+    code, _, err = classify("test/long-vit", home)
+    check(code == 1 and "more than" in err, f"oversized transfer refused: {code} {err}")
+    blobs = os.path.join(home, "hub", "models--test--long-vit", "blobs")
+    left = [f for f in os.listdir(blobs) if len(f.split(".")[0]) == 64] if os.path.isdir(blobs) else []
+    check(not left, f"no weight blob or partial file left: {left}")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
