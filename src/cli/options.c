@@ -72,7 +72,7 @@ static int set_value(const char *cmd, const struct vs_option *o, const char *v,
     }
     case VS_OPT_SIZE: {
         double x = strtod(v, &end);
-        if (end == v || errno || x < 0) goto bad;
+        if (end == v || errno || !(x >= 0)) goto bad; /* also "nan" (passes every range check) */
         double mul = 1;
         if (*end) {
             switch (tolower((unsigned char)*end)) {
