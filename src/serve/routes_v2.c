@@ -104,12 +104,13 @@ enum MHD_Result vs_serve_v2_get(struct req *r, struct MHD_Connection *c, const c
 }
 
 /* Flattens nested arrays depth-first (row-major) into out[] (at most max
- * leaves); returns the count, or -1 past max / nesting over 8. */
+ * leaves; out NULL only counts); returns the count, or -1 past max /
+ * nesting over 8. */
 static long flatten(json_t *v, json_t **out, long max, long n, int depth)
 {
     if (!json_is_array(v)) {
         if (n >= max) return -1;
-        out[n] = v;
+        if (out) out[n] = v;
         return n + 1;
     }
     if (depth > 8) return -1;
@@ -299,9 +300,14 @@ enum MHD_Result vs_serve_v2_infer(struct req *r, struct MHD_Connection *c, const
     /* data: flat or nested, exactly prod(shape) elements. */
     long want = q.pixels ? (long)q.n * (long)s->in_floats : q.n;
     json_t *data = json_object_get(t, "data");
-    leaves = malloc((size_t)want * sizeof *leaves);
-    if (!leaves) { st = vs_err_set(&err, VS_NOMEM, "out of memory"); goto fail; }
-    nleaves = json_is_array(data) ? flatten(data, leaves, want, 0, 0) : -2;
+    /* Count first: the shape alone must not make us allocate (a 100-byte
+     * request declaring [32,3,H,W] would cost 8 bytes per element). */
+    nleaves = json_is_array(data) ? flatten(data, NULL, want, 0, 0) : -2;
+    if (nleaves == want) {
+        leaves = malloc((size_t)want * sizeof *leaves);
+        if (!leaves) { st = vs_err_set(&err, VS_NOMEM, "out of memory"); goto fail; }
+        flatten(data, leaves, want, 0, 0);
+    }
     if (nleaves != want) {
         st = vs_err_set(&err, VS_BAD_INPUT,
                         "input '%s': \"data\" must be an array of %ld elements (the product of "
