@@ -2,7 +2,8 @@
  * can report "% of peak" for the CPU it runs on rather than for a CPU in a
  * design note.  Each thread runs independent chains of vector FMAs held in
  * registers (no memory traffic) for a fixed time; AVX-512 where the CPU has
- * it, else AVX2+FMA, else SSE multiply-add.  Main thread + helpers, once. */
+ * it, else AVX2+FMA, else no figure (0, isa "none").  Main thread +
+ * helpers, once. */
 #include "peak.h"
 
 #include <pthread.h>
@@ -101,15 +102,15 @@ double vs_peak_fp32_gflops(int threads, const char **isa)
     if (threads > MAX_T) threads = MAX_T;
     struct worker w[MAX_T];
     pthread_t tid[MAX_T];
+    bool live[MAX_T] = {false};   /* tid[i] was created (and must be joined) */
     const double ms = 150;
     for (int i = 0; i < threads; i++) w[i] = (struct worker){.ms = ms, .isa = "none"};
     double t0 = vs_now_ms();
-    int started = 0;
-    for (int i = 1; i < threads; i++)
-        if (pthread_create(&tid[i], NULL, work, &w[i]) == 0) started = i;
+    for (int i = 1; i < threads; i++) live[i] = pthread_create(&tid[i], NULL, work, &w[i]) == 0;
     work(&w[0]);
     double total = w[0].flops;
-    for (int i = 1; i <= started; i++) {
+    for (int i = 1; i < threads; i++) {
+        if (!live[i]) continue;
         pthread_join(tid[i], NULL);
         total += w[i].flops;
     }
