@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "serve/jbuf.h"
+
 bool vs_cli_model_opts(const char *cmd, const struct vs_cli_model_args *a,
                        struct vs_model_opts *o)
 {
@@ -51,6 +53,20 @@ enum vs_status vs_cli_decode_file(const char *path, uint64_t max_pixels,
     st = vs_image_decode(data, len, &lim, img, err);
     free(data);
     return st;
+}
+
+json_t *vs_cli_json_string(const char *s)
+{
+    json_t *j = json_string(s ? s : "");
+    if (j) return j;
+    /* Not UTF-8: jbuf's escaper writes U+FFFD for each bad byte; parse
+     * the literal it makes back into a string. */
+    struct vs_jbuf b;
+    vs_jbuf_init(&b, 0);
+    vs_jbuf_json_cstr(&b, s);
+    j = b.failed ? NULL : json_loadb(b.data, b.len, JSON_DECODE_ANY, NULL);
+    vs_jbuf_deinit(&b);
+    return j;
 }
 
 size_t vs_cli_input_floats(const struct vs_model_info *mi)

@@ -4,6 +4,7 @@
 #ifndef VS_CLI_CLI_H
 #define VS_CLI_CLI_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -58,6 +59,12 @@ enum vs_status vs_cli_decode_file(const char *path, uint64_t max_pixels,
 
 /* Size in floats of one preprocessed image for this model. */
 size_t vs_cli_input_floats(const struct vs_model_info *mi);
+
+/* A JSON string for text that may not be UTF-8 (file names are bytes; a
+ * message may be cut inside a character): json_string(), or with every
+ * invalid byte as U+FFFD where json_string() refuses it.  NULL only when
+ * out of memory. */
+json_t *vs_cli_json_string(const char *s);
 
 /* vs_image_preprocess() into out[vs_cli_input_floats(mi)], after checking
  * that the result has the model's size: with "do_resize": false the image

@@ -43,9 +43,9 @@ static void print_json(const struct job *j, const struct vs_model_info *mi,
                        const float *scores, int top_k, bool logits)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "file", json_string(j->file));
+    json_object_set_new(o, "file", vs_cli_json_string(j->file));
     if (j->error[0]) {
-        json_object_set_new(o, "error", json_string(j->error));
+        json_object_set_new(o, "error", vs_cli_json_string(j->error));
     } else {
         int idx[64];
         int k = vs_topk(scores, mi->num_labels, top_k, idx);

@@ -31,7 +31,7 @@ int vs_cmd_inspect(int argc, char **argv)
         struct vs_image img = {0};
         struct vs_err err = {0};
         json_t *o = json_object();
-        json_object_set_new(o, "file", json_string(files[i]));
+        json_object_set_new(o, "file", vs_cli_json_string(files[i]));
         if (vs_cli_decode_file(files[i], ma.max_pixels, &img, &err) == VS_OK) {
             uint8_t digest[32];
             char hex[65];
@@ -46,7 +46,7 @@ int vs_cmd_inspect(int argc, char **argv)
             json_object_set_new(o, "rgb_sha256", json_string(hex));
         } else {
             failures++;
-            json_object_set_new(o, "error", json_string(err.msg[0] ? err.msg : vs_status_str(err.status)));
+            json_object_set_new(o, "error", vs_cli_json_string(err.msg[0] ? err.msg : vs_status_str(err.status)));
             json_object_set_new(o, "status", json_string(vs_status_name(err.status)));
         }
         vs_image_deinit(&img);

@@ -53,6 +53,18 @@ check("error" in rows[1] and rows[1]["file"] == bad, f"bad image reported: {rows
 check("error" in rows[2] and rows[2]["file"] == trunc, f"truncated image reported: {rows[2]}")
 check("2 of 4" in err, f"summary on stderr: {err!r}")
 
+# A file name that is not UTF-8 is still named in the JSON line (U+FFFD for
+# the bad byte), as is its error.
+odd = os.path.join(os.fsencode(TMP), b"odd-\xff-name.jpg")
+with open(odd, "wb") as f:
+    f.write(b"not an image either\n")
+for cmd in ("classify", "inspect"):
+    extra = ("--model", MODEL, "--json") if cmd == "classify" else ()
+    code, out, err = vitserve(cmd, *extra, os.fsdecode(odd))
+    orows = json_lines(out)
+    check(code == 1 and len(orows) == 1 and orows[0].get("file", "").endswith("odd-\ufffd-name.jpg")
+          and orows[0].get("error"), f"{cmd}: non-UTF-8 file name: {code} {out!r} {err}")
+
 # stdin.
 code, out, err = vitserve("classify", "--model", MODEL, "--json", "-", stdin=data)
 check(code == 0, f"stdin: {code} {err}")
