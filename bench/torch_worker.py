@@ -19,17 +19,16 @@ import torch_vit  # noqa: E402
 model_dir, inp, batch, iters, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "2")))
 m = torch_vit.load(model_dir)
+in_channels = m.vit.embeddings.patch_embeddings.projection.in_channels
 mode = sys.argv[6] if len(sys.argv) > 6 else ""
 if mode == "int8":
     m = torch.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
 elif mode == "mkldnn":
     from torch.utils import mkldnn as mkldnn_utils
     m = mkldnn_utils.to_mkldnn(m)
-c = m.vit.embeddings.patch_embeddings.projection
-size = m.vit.embeddings.position_embeddings.shape[1]
-x = torch.from_numpy(np.fromfile(inp, dtype=np.float32)).reshape(batch, c.in_channels, -1)
+x = torch.from_numpy(np.fromfile(inp, dtype=np.float32)).reshape(batch, in_channels, -1)
 side = int(round(x.shape[2] ** 0.5))
-x = x.reshape(batch, c.in_channels, side, side)
+x = x.reshape(batch, in_channels, side, side)
 times = []
 with torch.no_grad():
     y = m(x)  # warm-up
