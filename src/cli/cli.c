@@ -77,14 +77,6 @@ size_t vs_cli_input_floats(const struct vs_model_info *mi)
 enum vs_status vs_cli_preprocess(const struct vs_image *img, const struct vs_model_info *mi,
                                  float *out, struct vs_err *err)
 {
-    const struct vs_preproc *p = &mi->preproc;
-    /* The preprocessed tensor is [3][h][w]; out holds [3][H][W] of the model. */
-    int h = p->do_resize ? p->height : img->height;
-    int w = p->do_resize ? p->width : img->width;
-    if (h != mi->image_height || w != mi->image_width)
-        return vs_err_set(err, VS_BAD_INPUT,
-                          "image is %dx%d after preprocessing but the model takes %dx%d "
-                          "(its preprocessor does not resize)",
-                          w, h, mi->image_width, mi->image_height);
-    return vs_image_preprocess(img, p, out, err);
+    enum vs_status st = vs_model_check_image_size(mi, img->width, img->height, err);
+    return st != VS_OK ? st : vs_image_preprocess(img, &mi->preproc, out, err);
 }

@@ -531,3 +531,17 @@ bool vs_model_device_lost(struct vs_model *m, char *why)
     if (st.lost && why) snprintf(why, sizeof st.why, "%s", st.why);
     return st.lost;
 }
+
+enum vs_status vs_model_check_image_size(const struct vs_model_info *mi, int img_w,
+                                         int img_h, struct vs_err *err)
+{
+    const struct vs_preproc *p = &mi->preproc;
+    int h = p->do_resize ? p->height : img_h;
+    int w = p->do_resize ? p->width : img_w;
+    if (h != mi->image_height || w != mi->image_width)
+        return vs_err_set(err, VS_BAD_INPUT,
+                          "image is %dx%d after preprocessing but the model takes %dx%d "
+                          "(its preprocessor does not resize)",
+                          w, h, mi->image_width, mi->image_height);
+    return VS_OK;
+}

@@ -111,6 +111,13 @@ void vs_model_destroy(struct vs_model *m);
 
 const struct vs_model_info *vs_model_info(const struct vs_model *m);
 
+/* Checks that an image of img_w x img_h comes out of this model's
+ * preprocessor at the model's input size (it always does when the
+ * preprocessor resizes); VS_BAD_INPUT naming both sizes otherwise.  Callers
+ * run it before preprocessing into a buffer sized for the model. */
+enum vs_status vs_model_check_image_size(const struct vs_model_info *mi, int img_w,
+                                         int img_h, struct vs_err *err);
+
 /* Runs n images (1 <= n <= max_batch) through the network.
  * pixels: float[n][C][H][W] as produced by vs_image_preprocess().
  * logits: float[n][num_labels], written on success.

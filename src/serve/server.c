@@ -415,21 +415,16 @@ static enum vs_status prepare_image(struct vs_server *s, struct vs_srv_job *j,
     struct vs_image img = {0};
     enum vs_status st = vs_image_decode(j->data, j->len, &lim, &img, err);
     if (st) return st;
-    const struct vs_preproc *p = &in->preproc;
-    int h = p->do_resize ? p->height : img.height;
-    int w = p->do_resize ? p->width : img.width;
-    if (h != in->image_height || w != in->image_width) {
+    if ((st = vs_model_check_image_size(in, img.width, img.height, err)) != VS_OK) {
         vs_image_deinit(&img);
-        return vs_err_set(err, VS_BAD_INPUT,
-                          "image is %dx%d after preprocessing but the model takes %dx%d",
-                          w, h, in->image_width, in->image_height);
+        return st;
     }
     j->pixels = malloc(s->in_floats * sizeof(float));
     if (!j->pixels) {
         vs_image_deinit(&img);
         return vs_err_set(err, VS_NOMEM, "out of memory for the input tensor");
     }
-    st = vs_image_preprocess(&img, p, j->pixels, err);
+    st = vs_image_preprocess(&img, &in->preproc, j->pixels, err);
     vs_image_deinit(&img);
     return st;
 }
