@@ -8,7 +8,7 @@
  *
  *   vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T]
  *                [--precision fp32|int8] [--layers L] [--contend]
- *                [--gemm-layout] [--compare-int8] [--gemm-api] [--ab]
+ *                [--gemm-layout] [--compare-int8] [--gemm-api] [--ab] [--ab-prepack]
  *
  * --contend runs one extra busy thread (standing in for the HTTP/decode
  * threads) and reports how much work it got done: with OMP_WAIT_POLICY
@@ -478,25 +478,34 @@ static int cmp_double(const void *a, const void *b)
 /* Two fp32 backends on the same weights, one on our own GEMM
  * (VS_CPU_GEMM=own) and one on oneDNN (VS_CPU_GEMM=onednn), forwards
  * alternated so that machine noise hits both. */
-static int ab_forward(const struct vitb *m, int threads, int n, int iters)
+static int ab_forward(const struct vitb *m, int threads, int n, int iters, bool prepack)
 {
     struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = threads,
                                 .max_batch = n};
     struct vs_err err = {0};
     void *ctx[2] = {NULL, NULL};
+    /* --ab: own GEMM vs oneDNN; --ab-prepack: own GEMM with its packed
+     * weight copies (the default) vs packing on every call */
     setenv("VS_CPU_GEMM", "own", 1);
+    o.prepack = true;   /* as serve and bench run it */
     if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[0], &err) != VS_OK) goto fail;
-    setenv("VS_CPU_GEMM", "onednn", 1);
+    vs_backend_cpu.settle(ctx[0]);
+    if (prepack) setenv("VS_CPU_PREPACK", "0", 1);
+    else setenv("VS_CPU_GEMM", "onednn", 1);
     if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[1], &err) != VS_OK) goto fail;
     unsetenv("VS_CPU_GEMM");
+    unsetenv("VS_CPU_PREPACK");
     const size_t img = 3 * 224 * 224;
     float *pix = malloc(img * n * sizeof(float)), *lg[2];
     lg[0] = malloc((size_t)n * 1000 * sizeof(float));
     lg[1] = malloc((size_t)n * 1000 * sizeof(float));
     double *t[2] = {malloc(sizeof(double) * iters), malloc(sizeof(double) * iters)};
     fill(pix, img * n, 1.0f, 0);
-    for (int j = 0; j < 2; j++)   /* warm-up: plans, pages */
+    for (int j = 0; j < 2; j++) {   /* warm-up: plans, pages, packed weights */
+        const double t0 = vs_now_ms();
         if (vs_backend_cpu.forward(ctx[j], pix, n, lg[j], &err) != VS_OK) goto fail;
+        printf("first forward of %s: %.1f ms\n", j == 0 ? "A" : "B", vs_now_ms() - t0);
+    }
     for (int i = 0; i < iters; i++)
         for (int j0 = 0; j0 < 2; j0++) {
             const int j = (i + j0) % 2;   /* alternate which goes first */
@@ -512,7 +521,7 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters)
     const double fl = flops_per_image(&m->cfg) * n;
     printf("\nbatch %d, %d alternated forwards each: ms per batch (median / min), GFLOP/s at the median\n",
            n, iters);
-    const char *names[2] = {"own AVX2 GEMM", "oneDNN matmul"};
+    const char *names[2] = {"own AVX2 GEMM", prepack ? "own, no prepack" : "oneDNN matmul"};
     double med[2];
     for (int j = 0; j < 2; j++) {
         qsort(t[j], iters, sizeof(double), cmp_double);
@@ -520,8 +529,8 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters)
         printf("  %-14s %8.1f / %8.1f ms  %6.1f GFLOP/s  (%s)\n", names[j], med[j], t[j][0],
                fl / (med[j] / 1e3) / 1e9, vs_backend_cpu.device_name(ctx[j]));
     }
-    printf("  oneDNN / own: %.3fx (median), %.3fx (min); logits max|d| %.3g (scale %.3g)\n",
-           med[1] / med[0], t[1][0] / t[0][0], d, sc);
+    printf("  %s / own: %.3fx (median), %.3fx (min); logits max|d| %.3g (scale %.3g)\n",
+           prepack ? "no prepack" : "oneDNN", med[1] / med[0], t[1][0] / t[0][0], d, sc);
     free(pix); free(lg[0]); free(lg[1]); free(t[0]); free(t[1]);
     vs_backend_cpu.destroy(ctx[0]);
     vs_backend_cpu.destroy(ctx[1]);
@@ -537,7 +546,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T] "
                     "[--precision fp32|int8] [--layers L] [--contend] [--gemm-layout] "
-                    "[--compare-int8] [--gemm-api] [--ab]\n");
+                    "[--compare-int8] [--gemm-api] [--ab] [--ab-prepack]\n");
 }
 
 static int compare_int8(const struct vitb *m, int threads, int nimg)
@@ -589,7 +598,7 @@ fail:
 int main(int argc, char **argv)
 {
     int batches[16] = {1, 8, 32}, nb = 3, iters = 0, threads = 0, layers = 12;
-    bool contend = false, layout = false, cmp8 = false, api = false, ab = false;
+    bool contend = false, layout = false, cmp8 = false, api = false, ab = false, abp = false;
     enum vs_precision prec = VS_PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -613,6 +622,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--compare-int8")) cmp8 = true;
         else if (!strcmp(a, "--gemm-api")) api = true;
         else if (!strcmp(a, "--ab")) ab = true;
+        else if (!strcmp(a, "--ab-prepack")) ab = abp = true;
         else { usage(); return 2; }
     }
     int maxb = 1;
@@ -620,7 +630,7 @@ int main(int argc, char **argv)
         if (batches[i] < 1 || batches[i] > 256) { usage(); return 2; }
         maxb = VS_MAX(maxb, batches[i]);
     }
-    struct vitb m;
+    struct vitb m = {0};
     if (layers < 1 || vitb_init(&m, layers) != 0) { fprintf(stderr, "out of memory\n"); return 1; }
     const char *wp = getenv("OMP_WAIT_POLICY");
     printf("ViT-B/16 224x224, %d layers, random weights; %s; OMP_WAIT_POLICY=%s\n", layers,
@@ -634,7 +644,7 @@ int main(int argc, char **argv)
     if (ab) {
         int r = 0;
         for (int i = 0; i < nb && r == 0; i++)
-            r = ab_forward(&m, threads, batches[i], iters > 0 ? iters : 5);
+            r = ab_forward(&m, threads, batches[i], iters > 0 ? iters : 5, abp);
         free(m.mem);
         free(m.layers);
         return r;

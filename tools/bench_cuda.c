@@ -162,7 +162,7 @@ int main(int argc, char **argv)
     int max_batch = 1;
     for (int i = 0; i < nb; i++) max_batch = VS_MAX(max_batch, batches[i]);
 
-    struct vs_vit_weights w;
+    struct vs_vit_weights w = {0};
     struct vs_vit_layer *layers = NULL;
     float *block = NULL;
     if (!random_weights(&c, &w, &layers, &block)) { fprintf(stderr, "out of memory\n"); return 1; }

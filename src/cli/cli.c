@@ -22,6 +22,7 @@ bool vs_cli_model_opts(const char *cmd, const struct vs_cli_model_args *a,
         return false;
     }
     o->threads = a->threads;
+    o->prepack = a->prepack;
     return true;
 }
 

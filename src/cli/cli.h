@@ -21,6 +21,7 @@ struct vs_cli_model_args {
     const char *precision;
     int threads;
     size_t max_pixels;
+    bool prepack;       /* not an option: set by long-running commands (bench) */
 };
 
 /* --model alone: for commands that read a checkpoint but compute nothing. */

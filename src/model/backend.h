@@ -56,6 +56,15 @@ struct vs_vit_weights {
     struct vs_vit_layer *layer;      /* [L] */
     const float *lnf_g, *lnf_b;      /* (D) vit.layernorm */
     const float *head_w, *head_b;    /* (labels, D), (labels) classifier */
+    /* Where the tensors live.  file_backed: every pointer above that is not
+     * inside arena[0, arena_floats) points into a read-only file mapping,
+     * so a backend that keeps its own copy of a weight (int8, packed) may
+     * drop those pages from memory (madvise DONTNEED): a later read faults
+     * them back from the file.  false (the default for weights built in
+     * memory): never dropped. */
+    bool file_backed;
+    const float *arena;
+    size_t arena_floats;
 };
 
 /* FLOPs (2 per multiply-add) of one image's forward pass (model.c). */
@@ -66,6 +75,8 @@ struct vs_backend_opts {
     int threads;        /* CPU threads (0 = all) */
     int max_batch;
     int device_index;   /* CUDA ordinal */
+    bool prepack;       /* CPU: build GEMM-ready weight copies in the background
+                         * (long-running processes: serve, bench) */
 };
 
 struct vs_backend_ops {
@@ -94,6 +105,11 @@ struct vs_backend_ops {
      * with pci_bus_id NULL only the (cheap) lost flag and reason.
      * Called from any thread, concurrently with forward(). */
     void (*status)(void *ctx, struct vs_device_status *out, char *pci_bus_id);
+
+    /* (optional) Returns once background work started by create() that
+     * changes forward()'s speed is finished.  Called from the thread that
+     * calls forward(). */
+    void (*settle)(void *ctx);
 };
 
 extern const struct vs_backend_ops vs_backend_cpu;

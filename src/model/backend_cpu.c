@@ -71,9 +71,15 @@
 #include "cpu_kernels.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
@@ -154,6 +160,23 @@ struct cpu_ctx {
     int own_act;        /* enum vs_cpu_act of cfg.act */
     float own_alpha;
     float *gemm_ws;     /* threads x vs_model_cpu_gemm_ws_floats() */
+    /* the own GEMM's packed weights (opts->prepack): [0] the patch
+     * embedding, [1 + 6 l + j] layer l's q, k, v, o, fc1, fc2.  A background
+     * thread (packer_main) fills them one by one and publishes each with
+     * `ready` (release/acquire); forward() uses a copy once it is ready and
+     * packs per call until then.  The packer then drops the mapped pages of
+     * the original (release_mapped), so resident memory stays one copy. */
+    struct wpack {
+        float *p;
+        const float *w;     /* the original (N, K) */
+        int64_t N, K;
+        int ready;          /* atomic */
+    } *wpk;
+    int nwpk;
+    float *wpk_mem;
+    pthread_t packer;
+    bool packer_running;    /* started and not joined yet */
+    int packer_stop;        /* atomic: destroy() asks it to finish early */
 
     struct vs_cpu_stats st;
     char device[192];
@@ -288,20 +311,126 @@ static enum vs_status mm_run(struct cpu_ctx *c, struct mm *mm,
     return VS_OK;
 }
 
-/* C (M, N) = (accumulate ? C : 0) + act?(A (M, K) W^T + bias) on our own
- * GEMM (act: the model's activation, or none); W (N, K) row-major in place. */
-static void own_run(struct cpu_ctx *c, int64_t M, int64_t N, int64_t K, const float *A,
-                    int64_t lda, const float *W, const float *bias, float *C, int64_t ldc,
-                    bool act, bool accumulate)
+/* Drops the resident pages of a weight the backend will not read again
+ * (its int8 or packed copy replaces it), when the model says it is a
+ * read-only file mapping (outside the conversion arena): a later reader
+ * (another backend on the same weights) faults them back in from the file.
+ * Memory the model converted, or that a test allocated, is never touched. */
+static void release_mapped(const struct cpu_ctx *c, const float *w, size_t floats)
 {
+    if (!c->w.file_backed || !w || floats == 0) return;
+    if (c->w.arena && w >= c->w.arena && w < c->w.arena + c->w.arena_floats) return;
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)w + pg - 1) / pg * pg;
+    const uintptr_t hi = ((uintptr_t)(w + floats)) / pg * pg;
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* C (M, N) = (accumulate ? C : 0) + act?(A (M, K) W^T + bias) on our own
+ * GEMM (act: the model's activation, or none); W (N, K) row-major in place,
+ * or its packed copy pk once the packer has published it (pk NULL: none). */
+static void own_run(struct cpu_ctx *c, int64_t M, int64_t N, int64_t K, const float *A,
+                    int64_t lda, const float *W, const struct wpack *pk, const float *bias,
+                    float *C, int64_t ldc, bool act, bool accumulate)
+{
+    const bool packed = pk && __atomic_load_n(&pk->ready, __ATOMIC_ACQUIRE);
     const struct vs_cpu_gemm g = {
         .M = M, .N = N, .K = K, .A = A, .lda = lda, .W = W, .ldw = K, .bias = bias,
         .C = C, .ldc = ldc, .act = act ? c->own_act : VS_CPU_ACT_NONE,
-        .alpha = c->own_alpha, .accumulate = accumulate,
+        .alpha = c->own_alpha, .accumulate = accumulate, .Wp = packed ? pk->p : NULL,
     };
     const uint64_t t0 = vs_now_ns();
     c->k->sgemm(&g, c->gemm_ws, c->threads);
     c->st.gemm_ns += vs_now_ns() - t0;
+}
+
+/* The packed copy of encoder weight j (0..5: q, k, v, o, fc1, fc2) of
+ * layer l, or of the patch embedding (l < 0); NULL without prepacking. */
+static const struct wpack *wpk_of(const struct cpu_ctx *c, int l, int j)
+{
+    if (!c->wpk) return NULL;
+    return l < 0 ? &c->wpk[0] : &c->wpk[1 + 6 * l + j];
+}
+
+/* The packer thread: packs the weights in the order a forward uses them,
+ * publishing each, at a low priority (it must not slow the requests that
+ * arrive meanwhile more than it has to). */
+static void *packer_main(void *arg)
+{
+    struct cpu_ctx *c = arg;
+#ifdef __linux__
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+#endif
+    for (int i = 0; i < c->nwpk; i++) {
+        if (__atomic_load_n(&c->packer_stop, __ATOMIC_RELAXED)) break;
+        struct wpack *pk = &c->wpk[i];
+        c->k->sgemm_pack(pk->w, pk->K, pk->N, pk->K, pk->p);
+        __atomic_store_n(&pk->ready, 1, __ATOMIC_RELEASE);
+        release_mapped(c, pk->w, (size_t)pk->N * (size_t)pk->K);
+    }
+    return NULL;
+}
+
+/* Reserves the packed copies (address space only: pages arrive as the
+ * packer writes them, in transparent huge pages where the kernel allows
+ * it) and starts the packer.  false: out of memory (nothing started). */
+static bool wpk_start(struct cpu_ctx *c, size_t *bytes)
+{
+    const struct vs_vit_config *g = &c->cfg;
+    const struct vs_vit_weights *w = &c->w;
+    const int64_t D = g->hidden, F = g->mlp;
+    const int64_t K0 = (int64_t)g->channels * g->patch * g->patch;
+    const int n = 1 + 6 * g->layers;
+    c->wpk = calloc((size_t)n, sizeof *c->wpk);
+    if (!c->wpk) return false;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        struct wpack *pk = &c->wpk[i];
+        if (i == 0) {
+            *pk = (struct wpack){.w = w->patch_w, .N = D, .K = K0};
+        } else {
+            const struct vs_vit_layer *ly = &w->layer[(i - 1) / 6];
+            const float *ws[6] = {ly->q_w, ly->k_w, ly->v_w, ly->o_w, ly->fc1_w, ly->fc2_w};
+            const int64_t Ns[6] = {D, D, D, D, F, D}, Ks[6] = {D, D, D, D, D, F};
+            const int j = (i - 1) % 6;
+            *pk = (struct wpack){.w = ws[j], .N = Ns[j], .K = Ks[j]};
+        }
+        const size_t f = (vs_model_cpu_gemm_packed_floats(pk->N, pk->K) + 15) / 16 * 16;
+        if (total > SIZE_MAX / 8 - f) return false;
+        pk->p = (float *)(uintptr_t)total;   /* offset for now */
+        total += f;
+    }
+    const size_t huge = (size_t)2 << 20;
+    const size_t len = (total * sizeof(float) + huge - 1) / huge * huge;
+    void *mem = NULL;
+    if (posix_memalign(&mem, huge, len) != 0) return false;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(mem, len, MADV_HUGEPAGE);
+#endif
+    c->wpk_mem = mem;
+    c->nwpk = n;
+    for (int i = 0; i < n; i++) c->wpk[i].p = c->wpk_mem + (uintptr_t)c->wpk[i].p;
+    if (pthread_create(&c->packer, NULL, packer_main, c) != 0) {
+        /* no thread: run as if prepacking were off */
+        free(c->wpk);
+        free(c->wpk_mem);
+        c->wpk = NULL;
+        c->wpk_mem = NULL;
+        c->nwpk = 0;
+        return true;
+    }
+    c->packer_running = true;
+    *bytes += len;
+    return true;
+}
+
+/* Waits for the packer (early when stop). */
+static void wpk_join(struct cpu_ctx *c, bool stop)
+{
+    if (!c->packer_running) return;
+    if (stop) __atomic_store_n(&c->packer_stop, 1, __ATOMIC_RELAXED);
+    pthread_join(c->packer, NULL);
+    c->packer_running = false;
 }
 
 static const float *bias_or_zeros(const struct cpu_ctx *c, const float *b)
@@ -704,6 +833,9 @@ static enum vs_status q8_build(struct cpu_ctx *c, size_t *bytes, struct vs_err *
             dst[i]->scale = s;
             dst[i]->cs = s + rows[i];
             quantize_weight(c->k, src[i], (int)rows[i], (int)cols[i], qm, dst[i]);
+            /* the int8 copy replaces the fp32 weight: its mapped pages
+             * need not stay resident */
+            release_mapped(c, src[i], rows[i] * cols[i]);
             q += rows[i] * cols[i];
             s += 2 * rows[i];
         }
@@ -736,6 +868,9 @@ static void cpu_destroy(void *vctx)
     free(c->azp);
     free(c->acc);
     free(c->gemm_ws);
+    wpk_join(c, true);
+    free(c->wpk);
+    free(c->wpk_mem);
     free(c->q8);
     free(c->q8_mem);
     free(c->q8_blocked);
@@ -906,8 +1041,25 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     c->st.kernels = c->k->isa;
     c->st.dnnl_isa = isa_name(isa);
     c->st.weight_qmax = c->prec == VS_PRECISION_INT8 ? c->wqmax : 0;
+    /* packed weight copies for the own GEMM, built in the background
+     * (opts->prepack; VS_CPU_PREPACK=0/1 overrides for measurements) */
+    const char *pp = getenv("VS_CPU_PREPACK");
+    const bool prepack = pp && *pp ? strcmp(pp, "0") != 0 : opts->prepack;
+    if (prepack && c->own_gemm && c->k->sgemm_pack) {
+        size_t pb = 0;
+        if (!wpk_start(c, &pb)) {
+            cpu_destroy(c);
+            return vs_err_set(err, VS_NOMEM, "cpu backend: cannot reserve the packed weight "
+                              "copies (VS_CPU_PREPACK=0 runs without them)");
+        }
+    }
     *out = c;
     return VS_OK;
+}
+
+static void cpu_settle(void *ctx)
+{
+    wpk_join(ctx, false);
 }
 
 static const char *cpu_device_name(void *ctx)
@@ -972,8 +1124,8 @@ static void dequant_rows(const struct cpu_ctx *c, float *y, int64_t ldy, const f
  * dst, added to it when accumulate). */
 static enum vs_status linear_run(struct cpu_ctx *c, struct mm *mm, const float *src,
                                  int64_t rows, int K, int N, const float *w,
-                                 const struct q8 *wq, const float *b, float *dst,
-                                 int accumulate, struct vs_err *err)
+                                 const struct wpack *pk, const struct q8 *wq, const float *b,
+                                 float *dst, int accumulate, struct vs_err *err)
 {
     if (c->prec == VS_PRECISION_INT8) {
         quant_rows(c, src, rows, K);
@@ -986,7 +1138,7 @@ static enum vs_status linear_run(struct cpu_ctx *c, struct mm *mm, const float *
     }
     if (c->own_gemm) {
         /* fc1 is the only non-accumulating Linear that reaches here */
-        own_run(c, rows, N, K, src, K, w, b, dst, N, !accumulate, accumulate);
+        own_run(c, rows, N, K, src, K, w, pk, b, dst, N, !accumulate, accumulate);
         return VS_OK;
     }
     void *p[4] = {(void *)src, (void *)w, (void *)bias_or_zeros(c, b), dst};
@@ -1047,8 +1199,8 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
     if (c->own_gemm) {
         /* x[b][1:] (G, D), row stride D, += col_b (G, K0) patch_w^T + b */
         for (int b = 0; b < n; b++)
-            own_run(c, G, D, K0, col + (size_t)b * G * K0, K0, c->w.patch_w, c->w.patch_b,
-                    x + (size_t)b * T * D + D, D, false, true);
+            own_run(c, G, D, K0, col + (size_t)b * G * K0, K0, c->w.patch_w, wpk_of(c, -1, 0),
+                    c->w.patch_b, x + (size_t)b * T * D + D, D, false, true);
     } else {
         void *pp[4] = {col, (void *)c->w.patch_w, (void *)bias_or_zeros(c, c->w.patch_b),
                        x + D};
@@ -1076,7 +1228,8 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
                     dequant_rows(c, qkv + j * M * D, D, qkv + j * M * D, D, M, (int)D, wq,
                                  bias_or_zeros(c, bs[j]), 0);
             } else if (c->own_gemm) {
-                own_run(c, M, D, D, xn, D, ws[j], bs[j], qkv + j * M * D, D, false, false);
+                own_run(c, M, D, D, xn, D, ws[j], wpk_of(c, l, j), bs[j], qkv + j * M * D, D,
+                        false, false);
                 st = VS_OK;
             } else {
                 void *pp[4] = {xn, (void *)ws[j], (void *)bias_or_zeros(c, bs[j]),
@@ -1103,12 +1256,12 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
         }
         c->st.attn_ns += vs_now_ns() - t_attn;
         /* x += xn o_w^T + o_b */
-        if ((st = linear_run(c, &p->oproj, xn, M, (int)D, (int)D, ly->o_w,
+        if ((st = linear_run(c, &p->oproj, xn, M, (int)D, (int)D, ly->o_w, wpk_of(c, l, 3),
                              lq ? &lq->o : NULL, ly->o_b, x, 1, err)) != VS_OK)
             return st;
         /* xn = LN2(x); f = act(xn fc1^T + b)  (M, F) */
         ln_rows(c, xn, x, M, D, ly->ln2_g, ly->ln2_b);
-        if ((st = linear_run(c, &p->fc1, xn, M, (int)D, (int)F, ly->fc1_w,
+        if ((st = linear_run(c, &p->fc1, xn, M, (int)D, (int)F, ly->fc1_w, wpk_of(c, l, 4),
                              lq ? &lq->fc1 : NULL, ly->fc1_b, f, 0, err)) != VS_OK)
             return st;
         if (int8) {
@@ -1119,7 +1272,7 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
             if (s != dnnl_success) return dnnl_fail(err, s, "eltwise execution");
         }
         /* x += f fc2^T + b */
-        if ((st = linear_run(c, &p->fc2, f, M, (int)F, (int)D, ly->fc2_w,
+        if ((st = linear_run(c, &p->fc2, f, M, (int)F, (int)D, ly->fc2_w, wpk_of(c, l, 5),
                              lq ? &lq->fc2 : NULL, ly->fc2_b, x, 1, err)) != VS_OK)
             return st;
     }
@@ -1169,4 +1322,5 @@ const struct vs_backend_ops vs_backend_cpu = {
     .forward = cpu_forward,
     .device_name = cpu_device_name,
     .destroy = cpu_destroy,
+    .settle = cpu_settle,
 };

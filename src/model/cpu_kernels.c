@@ -19,6 +19,7 @@
 #include "cpu_kernels.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <immintrin.h>
 #include <omp.h>
 
@@ -346,6 +347,12 @@ VS_AVX2 static void dequant_avx2(float *y, const float *acc, float sa, float zp,
  * shared counter (no reduction across threads, no other synchronisation);
  * each has its own bp and ct in ws.  Rows past M in the last tile read row 0 of the tile again and are
  * never stored; columns past N are packed as zeros and never stored.
+ *
+ * The packed blocks can also be prepared once (sgemm_pack_avx2 into g->Wp,
+ * the backend's persistent copy: for each panel its K rows of 16 floats,
+ * blocks back to back): calls then skip packing and stream the copy
+ * sequentially.  On the 2-vCPU EPYC packing was ~8-10% of a GEMM's time (a
+ * perf profile); the whole forward gained 6-7% (vs-bench_cpu --ab-prepack).
  * The sum over k runs k = 0, 1, ..., K-1 into one accumulator per C element
  * whatever M, the row or the thread: results do not depend on the batch. */
 
@@ -357,6 +364,12 @@ VS_AVX2 static void dequant_avx2(float *y, const float *acc, float sa, float zp,
 size_t vs_model_cpu_gemm_ws_floats(void)
 {
     return (size_t)SG_KC * SG_NR + (size_t)SG_MC * SG_NR;
+}
+
+size_t vs_model_cpu_gemm_packed_floats(int64_t N, int64_t K)
+{
+    if (N <= 0 || K <= 0) return 0;
+    return (size_t)((N + SG_NR - 1) / SG_NR) * SG_NR * (size_t)K;
 }
 
 /* In-register transpose of 8 vectors (rows) into 8 vectors (columns). */
@@ -543,8 +556,9 @@ VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm
     int64_t run = panels / (8 * (int64_t)nt);
     run = run < 1 ? 1 : run;
     const int64_t runs = (panels + run - 1) / run;
-    float *bp = ws + (size_t)tid * vs_model_cpu_gemm_ws_floats();
-    float *ct = bp + SG_KC * SG_NR;
+    float *const scratch = ws + (size_t)tid * vs_model_cpu_gemm_ws_floats();
+    float *ct = scratch + SG_KC * SG_NR;
+    const bool reuse = g->Wp != NULL;
     for (;;) {
         const int64_t item = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
         if (item >= mchunks * runs) break;
@@ -560,30 +574,41 @@ VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm
                 for (int i = 0; i < SG_MC * SG_NR; i++) ct[i] = 0.0f;
             for (int64_t k0 = 0; k0 < g->K; k0 += SG_KC) {
                 const int kc = (int)(g->K - k0 < SG_KC ? g->K - k0 : SG_KC);
-                sg_pack(bp, g->W + n0 * g->ldw + k0, g->ldw, nv, kc);
-                /* the W block packed next (this panel's next K block, or
-                 * the next panel's first) prefetched a few lines per tile
-                 * while these tiles compute: in a forward the weights come
-                 * from DRAM (ViT-B streams 340 MB of them per image) and
-                 * the 16-row pack is latency-bound.  Measured 1-5% per
-                 * GEMM (in-process A/B, weights larger than L3). */
+                /* the (kc, 16) block of W^T: in the persistent copy (panel
+                 * pj's K rows of 16, K blocks back to back), or in ws */
+                const float *bp = reuse ? g->Wp + (pj * g->K + k0) * SG_NR : scratch;
+                if (!reuse) sg_pack(scratch, g->W + n0 * g->ldw + k0, g->ldw, nv, kc);
+                /* the block used next (this panel's next K block, or the
+                 * next panel's first) prefetched into L2 a few lines per
+                 * tile while these tiles compute: in a forward the weights
+                 * come from DRAM (ViT-B streams 340 MB of them per image).
+                 * Packed copy: the next block simply follows this one (one
+                 * 64-byte line per k).  In place: 16 rows of W, latency-
+                 * bound without it.  Measured 1-5% per GEMM in place
+                 * (in-process A/B, weights larger than L3). */
                 const float *pw = NULL;
                 int pnv = 0, plines = 0;
-                if (k0 + SG_KC < g->K) {
-                    pw = g->W + n0 * g->ldw + k0 + SG_KC;
-                    pnv = nv;
-                    plines = (int)((g->K - k0 - SG_KC < SG_KC ? g->K - k0 - SG_KC : SG_KC) + 15) / 16;
-                } else if (pj + 1 < p1) {
-                    pw = g->W + (n0 + SG_NR) * g->ldw;
-                    pnv = (int)(g->N - n0 - SG_NR < SG_NR ? g->N - n0 - SG_NR : SG_NR);
-                    plines = (int)((g->K < SG_KC ? g->K : SG_KC) + 15) / 16;
+                int64_t pld = g->ldw;
+                const bool more_k = k0 + SG_KC < g->K, more_p = pj + 1 < p1;
+                const int64_t kn = more_k ? g->K - k0 - SG_KC : g->K;   /* next block's K left */
+                if (more_k || more_p) {
+                    plines = (int)(kn < SG_KC ? kn : SG_KC);
+                    if (reuse) {
+                        pw = bp + (int64_t)kc * SG_NR;
+                        pnv = 1;
+                        pld = 0;
+                    } else {
+                        pw = more_k ? g->W + n0 * g->ldw + k0 + SG_KC : g->W + (n0 + SG_NR) * g->ldw;
+                        pnv = more_k ? nv : (int)(g->N - n0 - SG_NR < SG_NR ? g->N - n0 - SG_NR : SG_NR);
+                        plines = (plines + 15) / 16;
+                    }
                 }
                 const int ptotal = pnv * plines, tiles = (mc + SG_MR - 1) / SG_MR;
                 const int per_tile = (ptotal + tiles - 1) / tiles;
                 int pdone = 0;
                 for (int i = 0; i < mc; i += SG_MR) {
                     for (int q = 0; q < per_tile && pdone < ptotal; q++, pdone++)
-                        _mm_prefetch((const char *)(pw + (pdone / plines) * g->ldw +
+                        _mm_prefetch((const char *)(pw + (pdone / plines) * pld +
                                                     (pdone % plines) * 16), _MM_HINT_T1);
                     /* rows past mc repeat row i (computed, never stored) */
                     const float *a[SG_MR];
@@ -600,6 +625,21 @@ VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm
     }
 }
 
+/* The persistent copy: panel by panel, each panel's K blocks back to back,
+ * every block exactly what sg_thread would pack into ws. */
+VS_AVX2 static void sgemm_pack_avx2(const float *W, int64_t ldw, int64_t N, int64_t K,
+                                    float *Wp)
+{
+    const int64_t panels = (N + SG_NR - 1) / SG_NR;
+    for (int64_t pj = 0; pj < panels; pj++) {
+        const int64_t n0 = pj * SG_NR;
+        const int nv = (int)(N - n0 < SG_NR ? N - n0 : SG_NR);
+        for (int64_t k0 = 0; k0 < K; k0 += SG_KC)
+            sg_pack(Wp + (pj * K + k0) * SG_NR, W + n0 * ldw + k0, ldw, nv,
+                    (int)(K - k0 < SG_KC ? K - k0 : SG_KC));
+    }
+}
+
 static void sgemm_avx2(const struct vs_cpu_gemm *g, float *ws, int threads)
 {
     if (g->M <= 0 || g->N <= 0) return;
@@ -612,10 +652,11 @@ static void sgemm_avx2(const struct vs_cpu_gemm *g, float *ws, int threads)
 
 static const struct vs_cpu_kernels k_generic = {
     ln_generic, softmax_generic, quant_generic, quant_u8_generic, dequant_generic,
-    NULL, "generic"
+    NULL, NULL, "generic"
 };
 static const struct vs_cpu_kernels k_avx2 = {
-    ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_avx2, "avx2"
+    ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_avx2,
+    sgemm_pack_avx2, "avx2"
 };
 
 const struct vs_cpu_kernels *vs_model_cpu_kernels_generic(void)

@@ -43,11 +43,25 @@ struct vs_cpu_gemm {
     int act;                /* enum vs_cpu_act */
     float alpha;
     int accumulate;
+    /* Optional: W already packed by vs_cpu_kernels.sgemm_pack (W is then
+     * not read at all), or NULL: W is packed piece by piece into ws on
+     * every call.  Both give bit-identical C. */
+    const float *Wp;
 };
 
 /* Floats of workspace the GEMM needs per thread (packed W panel + a column
  * strip of partial sums). */
 size_t vs_model_cpu_gemm_ws_floats(void);
+
+/* Floats of a persistent packed copy of an (N, K) weight: N rounded up to
+ * the 16-column panel, times K. */
+size_t vs_model_cpu_gemm_packed_floats(int64_t N, int64_t K);
+
+/* Packs W (N, K), leading dimension ldw, into Wp
+ * (vs_model_cpu_gemm_packed_floats(N, K) floats, 32-byte aligned), the
+ * layout vs_cpu_gemm.Wp expects.  Single-threaded; touches nothing else. */
+typedef void (*vs_cpu_sgemm_pack_fn)(const float *W, int64_t ldw, int64_t N, int64_t K,
+                                     float *Wp);
 
 /* Runs g on `threads` OpenMP threads (called outside a parallel region);
  * ws: threads * vs_model_cpu_gemm_ws_floats() floats, 32-byte aligned.
@@ -81,6 +95,7 @@ struct vs_cpu_kernels {
                         int accumulate);
     /* the own GEMM above; NULL in the generic table (use oneDNN there) */
     vs_cpu_sgemm_fn sgemm;
+    vs_cpu_sgemm_pack_fn sgemm_pack;   /* its weight packing (NULL with sgemm) */
     const char *isa;    /* "avx2" or "generic" */
 };
 

@@ -244,6 +244,9 @@ static enum vs_status bind_weights(struct vs_model *m, bool load, struct vs_err 
         }
     }
     float *next = m->arena;
+    m->w.file_backed = true;   /* aligned F32 tensors point into vs_st's mmap */
+    m->w.arena = m->arena;
+    m->w.arena_floats = (size_t)convert;
     for (int i = 0; i < n; i++) {
         const struct vs_st_tensor *t = vs_st_find(st, w[i].name);
         if (is_aligned_f32(t)) {
@@ -409,7 +412,7 @@ static enum vs_status load(struct vs_model *m, const char *spec,
     if ((s = pick_backend(o, &m->ops, err))) return s;
     struct vs_backend_opts bo = {
         .precision = o->precision, .threads = o->threads, .max_batch = o->max_batch,
-        .device_index = o->device_index,
+        .device_index = o->device_index, .prepack = o->prepack,
     };
     if ((s = m->ops->create(&m->vc, &m->w, &bo, &m->ctx, err))) {
         m->ctx = NULL;
@@ -520,6 +523,11 @@ void vs_model_device_status(struct vs_model *m, struct vs_device_status *out)
     char pci[32] = "";
     m->ops->status(m->ctx, out, pci);
     out->utilization = vs_nvml_utilization(pci);
+}
+
+void vs_model_settle(struct vs_model *m)
+{
+    if (m && m->ops && m->ctx && m->ops->settle) m->ops->settle(m->ctx);
 }
 
 bool vs_model_device_lost(struct vs_model *m, char *why)

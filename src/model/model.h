@@ -56,6 +56,10 @@ struct vs_model_opts {
     int threads;                 /* CPU compute threads; 0 = all cores */
     int max_batch;               /* largest n passed to forward; default 32 */
     bool load_weights;           /* false: config + preprocessor only (cheap) */
+    bool prepack;                /* CPU: build GEMM-ready copies of the weights in a
+                                  * background thread after load (~6% faster forwards
+                                  * once done; for long-running processes; default
+                                  * false) — see vs_model_settle */
 };
 
 /* Fills *o with the defaults above. */
@@ -136,6 +140,11 @@ struct vs_device_status {
     double utilization;        /* 0..1, GPU busy share from NVML; < 0 when unknown */
 };
 void vs_model_device_status(struct vs_model *m, struct vs_device_status *out);
+
+/* Waits until background work that changes the speed of vs_model_forward()
+ * is done (the CPU backend's prepacking); returns at once when there is
+ * none.  For benchmarks: time the steady state. */
+void vs_model_settle(struct vs_model *m);
 /* Only whether the device was lost (and why, into why[256] when not NULL):
  * cheap enough for every request. */
 bool vs_model_device_lost(struct vs_model *m, char *why);

@@ -1058,6 +1058,7 @@ static void *loader_main(void *arg)
     struct vs_model_opts o = s->cfg.model_opts;
     o.max_batch = s->cfg.max_batch;
     o.load_weights = true;
+    o.prepack = true;   /* GEMM-ready weights, built in the background */
     enum vs_status st = vs_model_load(s->model_spec, &o, &m, &err);
     if (st) goto fail;
     const struct vs_model_info *in = vs_model_info(m);

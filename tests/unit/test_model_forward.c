@@ -602,6 +602,26 @@ static void check_own_gemm(const struct vs_cpu_kernels *k, int M, int N, int K, 
         k->sgemm(&g, ws, 2);
         assert_memory_equal(C + (size_t)m * ldc, C1 + (size_t)m * ldc, (size_t)N * sizeof(float));
     }
+    /* a persistent packed copy (sgemm_pack): calls that use it (W replaced
+     * by NaNs to prove it is not read) give the same bits */
+    const size_t pf = vs_model_cpu_gemm_packed_floats(N, K);
+    assert_true(pf >= (size_t)N * K && pf % 16 == 0);
+    float *Wp = NULL, *Wnan = malloc(((size_t)N * K + 1) * sizeof(float));
+    assert_int_equal(posix_memalign((void **)&Wp, 64, pf * sizeof(float)), 0);
+    assert_non_null(Wnan);
+    for (size_t i = 0; i < (size_t)N * K; i++) Wnan[i] = NAN;
+    k->sgemm_pack(W, K, N, K, Wp);
+    g.M = M;
+    g.A = A;
+    g.W = Wnan;
+    g.Wp = Wp;
+    for (int t = 1; t <= 2; t++) {
+        memcpy(C1, C0, (size_t)M * ldc * sizeof(float));
+        g.C = C1;
+        k->sgemm(&g, ws, t);
+        assert_memory_equal(C, C1, (size_t)M * ldc * sizeof(float));
+    }
+    free(Wp); free(Wnan);
     free(A); free(W); free(b); free(C); free(C0); free(C1); free(ws);
 }
 
@@ -652,6 +672,48 @@ static void test_own_gemm(void **state)
         }
         free(ws);
     }
+}
+
+/* Prepacking (a background thread builds the GEMM's packed weight copies
+ * while forwards run): forwards during the packing, after it (settle) and
+ * without it give the same bits; destroying while it packs is clean. */
+static void test_prepack(void **state)
+{
+    (void)state;
+    if (!vs_model_cpu_kernels()->sgemm) return;
+    assert_null(vs_model_cpu_kernels_generic()->sgemm_pack);
+    struct tmodel m;
+    tmodel_init(&m, 3, 64, 48, 8, 64, 4, 128, 4, 7, VS_ACT_GELU, true, 61);
+    const struct vs_vit_config *g = &m.cfg;
+    float *pix = random_pixels(g, 2);
+    const size_t nl = (size_t)2 * g->labels;
+    float *ref = malloc(nl * sizeof(float)), *out = malloc(nl * sizeof(float));
+    assert_true(ref && out);
+    setenv("VS_CPU_GEMM", "own", 1);
+    void *plain = backend_new(&m, VS_PRECISION_FP32, 2);
+    run_forward(plain, pix, 2, ref);
+    struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = 2, .max_batch = 2,
+                                .prepack = true};
+    struct vs_err err = {0};
+    void *pp = NULL;
+    assert_int_equal(vs_backend_cpu.create(&m.cfg, &m.w, &o, &pp, &err), VS_OK);
+    for (int i = 0; i < 4; i++) {   /* racing the packer (some weights packed) */
+        run_forward(pp, pix, 2, out);
+        assert_memory_equal(ref, out, nl * sizeof(float));
+    }
+    vs_backend_cpu.settle(pp);       /* all packed */
+    vs_backend_cpu.settle(pp);       /* idempotent */
+    run_forward(pp, pix, 2, out);
+    assert_memory_equal(ref, out, nl * sizeof(float));
+    vs_backend_cpu.destroy(pp);
+    /* destroyed at once, mid-packing */
+    pp = NULL;
+    assert_int_equal(vs_backend_cpu.create(&m.cfg, &m.w, &o, &pp, &err), VS_OK);
+    vs_backend_cpu.destroy(pp);
+    unsetenv("VS_CPU_GEMM");
+    vs_backend_cpu.destroy(plain);
+    free(pix); free(ref); free(out);
+    tmodel_free(&m);
 }
 
 /* The fp32 reference tests once more with the GEMMs on oneDNN (what the
@@ -727,6 +789,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_own_gemm),
         cmocka_unit_test(test_ref_onednn_gemm),
         cmocka_unit_test(test_own_vs_onednn),
+        cmocka_unit_test(test_prepack),
         cmocka_unit_test(test_ref_nonsquare_3layers),
         cmocka_unit_test(test_ref_one_head_no_qkv_bias),
         cmocka_unit_test(test_ref_every_activation),
