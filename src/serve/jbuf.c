@@ -44,8 +44,11 @@ static bool reserve(struct vs_jbuf *b, size_t n)
     if (n > b->max - b->len) { b->failed = true; return false; }
     size_t need = b->len + n + 1;
     if (need <= b->cap) return true;
+    /* Geometric growth, but never past what max allows (len + n <= max,
+     * so need <= max + 1): a capped buffer is never over-allocated. */
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    if (b->max < SIZE_MAX && cap > b->max + 1) cap = b->max + 1;
     char *d = realloc(b->data, cap);
     if (!d) { b->failed = true; return false; }
     b->data = d;

@@ -5,7 +5,8 @@
  * Appending never fails loudly: on allocation failure or when the cap would
  * be exceeded the buffer sets `failed` and ignores further appends, so a
  * caller builds a whole document and checks once at the end (curl's dynbuf
- * idea).  Not thread-safe: one buffer belongs to one thread.
+ * idea).  Memory grows geometrically with what is appended, never past
+ * max + 1 bytes.  Not thread-safe: one buffer belongs to one thread.
  */
 #ifndef VS_SERVE_JBUF_H
 #define VS_SERVE_JBUF_H

@@ -921,16 +921,14 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
         errno = 0;
         unsigned long long v = strtoull(cl, &end, 10);
         if (end != cl && !*end && !errno) {
+            /* Refused before any body byte is read.  Nothing is reserved
+             * for a declared size that fits: the buffer grows with the
+             * bytes that arrive (a client that declares 20 MB and sends
+             * 10 bytes costs 10 bytes). */
             if (v > s->cfg.max_upload_bytes)
                 return vs_serve_error(r, c, 413, NULL, NULL,
                                      "request body of %llu bytes exceeds the limit of %zu bytes",
                                      v, s->cfg.max_upload_bytes);
-            /* Reserve the whole body once (no regrowth while it streams). */
-            vs_jbuf_add(&r->body, "", 0);
-            if (v > 0 && !r->body.failed && r->body.cap < v + 1) {
-                char *d = realloc(r->body.data, (size_t)v + 1);
-                if (d) { r->body.data = d; r->body.cap = (size_t)v + 1; }
-            }
         }
     }
     return MHD_YES;

@@ -70,7 +70,8 @@ struct req {
     char client[64];               /* socket peer "ip:port" (logs) */
     char ip[INET6_ADDRSTRLEN];     /* socket peer address */
     const char *err_key;           /* error body key: "detail" (original API) or "error" */
-    struct vs_jbuf body;           /* raw body, capped at --max-upload-bytes */
+    struct vs_jbuf body;           /* raw body, capped at --max-upload-bytes; grows
+                                      with the bytes received, never reserved ahead */
     bool responded;                /* a response was queued */
     int status;
     size_t bytes_out;

@@ -1,7 +1,8 @@
 /* test_serve_multipart.c: the multipart/form-data parser (src/serve/
  * multipart.c) and the JSON string escaper it feeds (jbuf.c): good bodies,
  * CRLF and LF variants, binary data with boundary-like bytes, missing and
- * malformed parts.  Single-threaded. */
+ * malformed parts; the capped growth of jbuf (the request body buffer).
+ * Single-threaded. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -211,6 +212,29 @@ static void test_json_escape(void **state)
     vs_jbuf_deinit(&b);
 }
 
+/* The request body buffer: grows with what arrives (geometrically), never
+ * allocates past its cap + 1 (the NUL), whatever was declared. */
+static void test_jbuf_growth(void **state)
+{
+    (void)state;
+    struct vs_jbuf b;
+    char chunk[1000];
+    memset(chunk, 'x', sizeof chunk);
+    vs_jbuf_init(&b, 5000);
+    vs_jbuf_add(&b, chunk, 10);
+    assert_int_equal(b.len, 10);
+    assert_true(b.cap >= 11 && b.cap <= 256);     /* 10 bytes cost little */
+    for (int i = 0; i < 4; i++) vs_jbuf_add(&b, chunk, sizeof chunk);
+    vs_jbuf_add(&b, chunk, 990);                   /* exactly the cap: 5000 */
+    assert_false(b.failed);
+    assert_int_equal(b.len, 5000);
+    assert_int_equal(b.cap, 5001);                 /* not 8192 */
+    vs_jbuf_add(&b, chunk, 1);                     /* one past the cap */
+    assert_true(b.failed);
+    assert_int_equal(b.cap, 5001);
+    vs_jbuf_deinit(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -220,6 +244,7 @@ int main(void)
         cmocka_unit_test(test_binary_with_boundary_like_bytes),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_jbuf_growth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
