@@ -28,6 +28,11 @@
 
 #define VS_SRV_MAX_TOP_K 20        /* /predict's bound on top_k (the original app's) */
 #define VS_SRV_MAX_BATCH_FILES 32  /* images per request (/predict/batch, v2 infer) */
+/* A chunked body that grows past --max-upload-bytes is read on and thrown
+ * away, so that the client (which usually sends everything before it reads)
+ * gets its 413; past this many more bytes (or --max-upload-bytes, if
+ * larger) the connection is closed instead. */
+#define VS_SRV_MIN_DISCARD_BYTES ((size_t)1 << 20)
 
 struct vs_server {
     struct vs_serve_config cfg;
@@ -72,6 +77,8 @@ struct req {
     const char *err_key;           /* error body key: "detail" (original API) or "error" */
     struct vs_jbuf body;           /* raw body, capped at --max-upload-bytes; grows
                                       with the bytes received, never reserved ahead */
+    size_t bytes_in;               /* body bytes received (kept or discarded) */
+    bool over_limit;               /* chunked body past the cap: discarded, 413 at its end */
     bool responded;                /* a response was queued */
     int status;
     size_t bytes_out;

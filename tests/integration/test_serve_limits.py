@@ -1,5 +1,6 @@
 """test_serve_limits: limits over real HTTP — an oversized body is refused
-with 413 before it is sent (Content-Length) or cut off (chunked), pixel
+with 413 before it is sent (Content-Length); a chunked one that never ends
+is cut off (test_serve_oversize.py has the chunked 413s), pixel
 bombs answer 413, stalled clients are disconnected without holding the
 server, and the image corpus never makes the server fail (no 5xx, no
 crash)."""
@@ -65,7 +66,8 @@ with Server("--max-upload-bytes", "64k", "--idle-timeout-s", "2") as s:
     check(sent < 10485760, "answered long before the whole body was sent")
     sk.close()
 
-    # --- chunked upload past the limit: the server stops reading (connection closed)
+    # --- endless chunked upload (3 MiB and no last chunk) past the limit:
+    #     the server stops reading after another 1 MiB (connection closed)
     sk = socket.create_connection(("127.0.0.1", s.port))
     sk.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                b"Transfer-Encoding: chunked\r\n\r\n")

@@ -1,6 +1,9 @@
 """test_serve_oversize: requests bigger than the server takes get a JSON
 answer that says so, over raw sockets (so that nothing in between decides):
 
+- a chunked upload (no Content-Length) that grows past --max-upload-bytes
+  is answered 413 {"detail"} naming the limit once the client has sent it;
+  one that goes on far past the limit has its connection closed;
 - a declared Content-Length reserves nothing: 16 connections that declare
   ~20 MB and send 10 bytes do not grow the server's address space by
   16 x 20 MB (the body buffer grows with the bytes that arrive).
@@ -85,6 +88,32 @@ def vm_size_kib(pid):
                 return int(line.split()[1])
     return 0
 
+
+with Server("--max-upload-bytes", str(LIMIT)) as s:
+    # --- 1. chunked upload over the limit: 413 with the limit in bytes
+    status, h, body = chunked_upload(s.port, "/predict", LIMIT + 40000)
+    check(status is not None and status.startswith("HTTP/1.1 413"),
+          f"a chunked body over the limit is answered 413, not cut off ({status} {body[:200]})")
+    detail = json.loads(body)["detail"]
+    check(f"limit of {LIMIT} bytes" in detail and str(LIMIT + 40000) in detail,
+          f"the 413 names the size and the limit in bytes: {detail}")
+    check(h.get("content-type") == "application/json", "413 is JSON")
+    # the HF route answers with its own key
+    status, _, body = chunked_upload(s.port, "/models/x", LIMIT + 1)
+    check(status is not None and status.startswith("HTTP/1.1 413"), f"HF route 413 ({status})")
+    check(f"limit of {LIMIT} bytes" in json.loads(body)["error"], f"HF route {{\"error\"}}: {body}")
+    # exactly at the limit is not over it (and reaches the decoder: 415)
+    status, _, body = chunked_upload(s.port, "/predict", LIMIT)
+    check(status is not None and status.startswith("HTTP/1.1 415"),
+          f"a chunked body of exactly the limit is read ({status} {body[:200]})")
+    # far past the limit (more than another 1 MiB discarded): closed, never 200
+    status, _, body = chunked_upload(s.port, "/predict", LIMIT + (3 << 20))
+    check(status is None or status.startswith("HTTP/1.1 413"),
+          f"an endless chunked body is cut off or refused, never answered 200 ({status})")
+    st, _, _ = s.predict(imgs[0][1])
+    check(st == 200, f"the server still answers after oversized uploads ({st})")
+
+    check(s.stop() == 0, "clean exit")
 
 # --- 3. a declared Content-Length reserves nothing up front
 DECLARED = 20_000_000
