@@ -21,9 +21,9 @@
  * Invariant: `inflight` counts requests between their first handler call and
  * MHD's completion callback; drain waits for it to reach zero.
  *
- * A request's first call (headers only) goes through begin_request(): route
- * (404), CORS decision, OPTIONS preflight (204), method (405), then for
- * prediction requests the API key (401, auth.c), the rate limit (429,
+ * A request's first call (headers only) goes through begin_request(): CORS
+ * decision, header size (431), route (404), OPTIONS preflight (204), method
+ * (405), then for prediction requests the API key (401, auth.c), the rate limit (429,
  * ratelimit.c), the model's state (503) and Content-Length (413); GET
  * routes are answered at once (web.c, routes_v2.c, health, metrics).  The
  * last call (body complete) dispatches POST / and /models/{id} to
@@ -811,6 +811,15 @@ static void client_key(struct req *r, struct MHD_Connection *c, const char *key_
     snprintf(out, size, "ip:%s", r->ip);
 }
 
+/* Adds the size of one header line ("Name: value\r\n") to *cls. */
+static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    (void)kind;
+    *(size_t *)cls += (key ? strlen(key) : 0) + 2 + (value ? strlen(value) : 0) + 2;
+    return MHD_YES;
+}
+
 /* CORS preflight (OPTIONS on a known route): 204 with what may be sent. */
 static enum MHD_Result handle_preflight(struct req *r, struct MHD_Connection *c)
 {
@@ -843,6 +852,16 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
     const char *allow = vs_cors_origin(s->cors, origin, &vary);
     if (allow) snprintf(r->cors_origin, sizeof r->cors_origin, "%s", allow);
     r->cors_vary = vary;
+
+    /* Header blocks over our cap get a JSON 431 here; libmicrohttpd's
+     * connection memory (VS_SRV_CONN_MEMORY) is sized so that it reads
+     * them instead of answering its own HTML 431 first. */
+    size_t header_bytes = 0;
+    MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_size, &header_bytes);
+    if (header_bytes > VS_SRV_MAX_HEADER_BYTES)
+        return vs_serve_error(r, c, 431, NULL, NULL,
+                              "request headers of %zu bytes exceed the limit of %zu bytes",
+                              header_bytes, VS_SRV_MAX_HEADER_BYTES);
 
     if (r->route == VS_ROUTE_OTHER)
         return vs_serve_error(r, c, 404, NULL, NULL, "no route for %s %.200s", method, url);
@@ -1259,7 +1278,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->idle_timeout_s, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, s},
         {MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024, NULL},
-        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)VS_SRV_CONN_MEMORY, NULL},
         {cfg->http_threads > 0 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_THREAD_STACK_SIZE,
          cfg->http_threads > 0 ? (intptr_t)cfg->http_threads : (intptr_t)(1 << 20), NULL},
         {MHD_OPTION_END, 0, NULL},

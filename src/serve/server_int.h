@@ -28,6 +28,13 @@
 
 #define VS_SRV_MAX_TOP_K 20        /* /predict's bound on top_k (the original app's) */
 #define VS_SRV_MAX_BATCH_FILES 32  /* images per request (/predict/batch, v2 infer) */
+/* Request header block (field lines, as "Name: value\r\n") vitserve
+ * accepts; larger -> 431 in JSON.  libmicrohttpd's per-connection memory
+ * (VS_SRV_CONN_MEMORY, which also holds the request line and its own
+ * bookkeeping) must be larger, or libmicrohttpd answers 431 itself, in
+ * HTML, before vitserve sees the request (docs/http-api.md). */
+#define VS_SRV_MAX_HEADER_BYTES ((size_t)64 * 1024)
+#define VS_SRV_CONN_MEMORY ((size_t)128 * 1024)
 /* A chunked body that grows past --max-upload-bytes is read on and thrown
  * away, so that the client (which usually sends everything before it reads)
  * gets its 413; past this many more bytes (or --max-upload-bytes, if
