@@ -501,7 +501,22 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
     /* 3. One group into the batcher; wait for its forward passes. */
     if (ni > 0) {
         enum vs_status st = vs_batcher_submit(s->batcher, items, ni, err);
-        if (st) { free(items); return st; }
+        if (st) {
+            /* Refused (queue full, shutting down): requests waiting for
+             * one of our images (single flight) are refused with the same
+             * status and told why, not "failed on another image". */
+            struct vs_err why;
+            vs_err_set(&why, st, "an identical request in flight was refused: %s",
+                       err && err->msg[0] ? err->msg : vs_status_str(st));
+            for (int i = 0; i < n; i++) {
+                struct vs_srv_job *j = &jobs[i];
+                if (j->alias >= 0 || j->state != VS_RCACHE_CLAIMED || j->filled) continue;
+                vs_rcache_fail(s->cache, j->entry, &why);
+                j->filled = true;
+            }
+            free(items);
+            return st;
+        }
         vs_batcher_wait(s->batcher, items, ni);
         free(items);
         /* Complete every claim with its own outcome (waiters of a computed

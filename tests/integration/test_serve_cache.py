@@ -1,9 +1,12 @@
 """test_serve_cache: the result cache over real HTTP — hits, every top_k from
 one entry, TTL expiry, LRU eviction, single flight (identical concurrent
-misses computed once), and --cache-entries 0, read from the answers'
-`cached` flag and the cache counters in /metrics."""
+misses computed once; waiters of a request refused by the full queue are
+told why), and --cache-entries 0, read from the answers' `cached` flag and
+the cache counters in /metrics."""
+import struct
 import threading
 import time
+import zlib
 
 import vstest
 from vstest import check
@@ -73,6 +76,61 @@ with Server("--batch-timeout-ms", str(int(1000 * SLOW))) as s:
     check(c["cache_coalesced_total"] >= 1, "at least one request joined the flight")
     check(s.metrics()["batch_size_sum"] == 1, "one image through the model")
     check(sum(1 for o in out if o[2]["cached"] is False) == 1, "exactly one answer computed")
+    check(s.stop() == 0, "clean exit")
+
+# --- single flight, the computing request refused by a full queue: the
+#     request waiting for the same image gets 429 saying so (it used to be
+#     told that an identical request "failed on another image").
+def slow_pngs(n, side=4000):
+    """n distinct PNGs (a tEXt chunk differs) of side x side pixels that
+    compress to ~50 KB but take a while to decode and resize."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    idat = chunk(b"IDAT", zlib.compress((b"\0" + b"\x40\x80\xc0" * side) * side, 1))
+    ihdr = chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+    return [b"\x89PNG\r\n\x1a\n" + ihdr + chunk(b"tEXt", b"n\0%d" % i) + idat + chunk(b"IEND", b"")
+            for i in range(n)]
+
+
+def wait_metric(s, name, value, what):
+    deadline = time.time() + 30 * SLOW
+    while time.time() < deadline:
+        if s.metrics().get(name, 0) >= value:
+            return
+        time.sleep(0.005)
+    check(False, f"timed out waiting for {what} ({name} >= {value})")
+
+
+with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--max-queue", "2") as s:
+    res = {}
+    # 1. A's image waits in the queue for company (a batch of 2).
+    ta = threading.Thread(target=lambda: res.__setitem__("a", s.predict(A)))
+    ta.start()
+    wait_metric(s, "queue_depth", 1, "A queued")
+    # 2. B claims B and four slow images, decodes them (seconds), then is
+    #    refused: 1 queued + 5 > --max-queue 2.
+    slow = slow_pngs(4)
+    misses = s.metrics()["cache_misses_total"]
+    fields = [("files", "b.jpg", B)] + [("files", f"slow{i}.png", d) for i, d in enumerate(slow)]
+    tb = threading.Thread(target=lambda: res.__setitem__("b", s.post_files("/predict/batch", fields)))
+    tb.start()
+    wait_metric(s, "cache_misses_total", misses + 5, "B's images claimed")
+    # 3. C sends B's first image while B decodes: it waits for B's answer.
+    st, h, body = s.predict(B)
+    tb.join()
+    stb, _, bodyb = res["b"]
+    check(stb == 429 and "queue is full" in bodyb.decode(), f"B refused by the queue ({stb} {bodyb[:200]})")
+    check(s.metrics()["cache_coalesced_total"] == 1, "C joined B's flight (the case under test)")
+    check(st == 429, f"C, waiting on B, gets B's status ({st} {body})")
+    check("queue is full" in body["detail"] and "another image" not in body["detail"],
+          f"C is told the queue was full: {body['detail']}")
+    check(h.get("retry-after") == "1", "C's 429 carries Retry-After")
+    # 4. C's image was not cached by the failure: asked again, it is computed
+    #    together with A's (a batch of 2 ends A's wait).
+    st, _, body = s.predict(B)
+    ta.join()
+    check(st == 200 and body["cached"] is False, f"B's image computed afterwards ({st})")
+    check(res["a"][0] == 200, f"A answered ({res['a'][0]})")
     check(s.stop() == 0, "clean exit")
 
 # --- disabled
