@@ -1,11 +1,14 @@
 /* hub_download.c: downloading a checkpoint from the Hugging Face Hub.
  *
  * The protocol is the one huggingface_hub speaks:
- *   HEAD {endpoint}/{repo}/resolve/{rev}/{file}   (redirects not followed)
+ *   HEAD {endpoint}/{repo}/resolve/{rev}/{file}   (only relative redirects
+ *        followed: a renamed repository answers 307 with a Location such as
+ *        /new-org/new-name/resolve/...; the 302 of an LFS file to the file
+ *        storage, another host, is not: its headers are the metadata)
  *     -> X-Repo-Commit: the commit the revision points to
  *        X-Linked-Etag (LFS files: the SHA-256 of the content) or ETag
  *        X-Linked-Size / Content-Length
- *   GET  the same URL, following redirects to the file storage.
+ *   GET  the URL the HEAD ended at, following redirects to the file storage.
  * Files land in the cache as huggingface_hub lays it out:
  *   models--org--name/blobs/<etag>                 the content
  *   models--org--name/snapshots/<commit>/<file>    symlink to ../../blobs/<etag>
@@ -60,6 +63,7 @@ static void read_token(char *tok, size_t n)
 }
 
 struct head_info {
+    char url[4096];     /* where the HEAD ended (after relative redirects) */
     long status;
     char commit[64];
     char etag[160];
@@ -111,7 +115,10 @@ struct fetch {
     char repo[256];
     char rev[256];
     int retries;   /* transfers restarted after a cut connection, this file */
+    bool told_redirect; /* the rename notice was printed */
 };
+
+#define MAX_RELATIVE_REDIRECTS 10
 
 static void url_of(const struct fetch *f, const char *file, char *url, size_t n)
 {
@@ -145,26 +152,67 @@ static enum vs_status net_error(const struct fetch *f, CURLcode rc, struct vs_er
                       "the local cache)", f->endpoint, curl_easy_strerror(rc));
 }
 
+/* The target of a relative redirect (a Location with no scheme and host,
+ * "/path[?query]"), resolved against url's scheme and host as RFC 3986 and
+ * huggingface_hub do; false if Location names a host (or is unusable). */
+static bool relative_target(const char *url, const char *location, char *out, size_t n)
+{
+    if (location[0] != '/' || location[1] == '/') return false; /* absolute or //host */
+    const char *scheme_end = strstr(url, "://");
+    if (!scheme_end) return false;
+    const char *path = strchr(scheme_end + 3, '/');
+    size_t origin = path ? (size_t)(path - url) : strlen(url);
+    size_t loc = strcspn(location, "#");                        /* fragments stay local */
+    if (origin + loc >= n) return false;
+    memcpy(out, url, origin);
+    memcpy(out + origin, location, loc);
+    out[origin + loc] = '\0';
+    return true;
+}
+
 static enum vs_status head(struct fetch *f, const char *file, struct head_info *h,
                            struct vs_err *err)
 {
     char url[4096];
     url_of(f, file, url, sizeof url);
-    memset(h, 0, sizeof *h);
-    h->size = -1;
-    CURL *c = f->curl;
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "vitserve/" VITSERVE_VERSION);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK) return net_error(f, rc, err);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &h->status);
+    for (int hops = 0;; hops++) {
+        memset(h, 0, sizeof *h);
+        h->size = -1;
+        snprintf(h->url, sizeof h->url, "%s", url);
+        CURL *c = f->curl;
+        curl_easy_reset(c);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+        curl_easy_setopt(c, CURLOPT_USERAGENT, "vitserve/" VITSERVE_VERSION);
+        CURLcode rc = curl_easy_perform(c);
+        if (rc != CURLE_OK) return net_error(f, rc, err);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &h->status);
+        /* A renamed repository: the hub redirects every old URL with a
+         * relative Location (same host).  Followed, as huggingface_hub
+         * does; a redirect to another host (an LFS file's storage) is
+         * not: its own headers describe the file. */
+        char next[sizeof url];
+        if (h->status >= 300 && h->status < 400 &&
+            relative_target(url, h->location, next, sizeof next)) {
+            if (hops == MAX_RELATIVE_REDIRECTS)
+                return vs_err_set(err, VS_IO, "%s: %s/%s: more than %d redirects (a redirect "
+                                  "loop?); last: %s", f->endpoint, f->repo, file,
+                                  MAX_RELATIVE_REDIRECTS, h->location);
+            if (!f->told_redirect) {
+                f->told_redirect = true;
+                fprintf(stderr, "vitserve: the hub redirects %s to %s (a renamed repository?); "
+                        "following\n", f->repo, h->location);
+            }
+            memcpy(url, next, sizeof url);
+            continue;
+        }
+        break;
+    }
     if (h->status >= 400) return http_error(f, file, h->status, h->error_code, err);
     if (!h->etag[0])
         return vs_err_set(err, VS_IO, "%s: %s/%s: the hub sent no ETag", f->endpoint, f->repo, file);
@@ -319,11 +367,10 @@ static enum vs_status fetch_file(struct fetch *f, const char *base, const char *
         if (!complete) {
             s.out = fopen(part, have ? "ab" : "wb");
             if (!s.out) return vs_err_set(err, VS_IO, "cannot write %s: %s", part, strerror(errno));
-            char url[4096], range[64];
-            url_of(f, file, url, sizeof url);
+            char range[64];
             CURL *c = f->curl;
             curl_easy_reset(c);
-            curl_easy_setopt(c, CURLOPT_URL, url);
+            curl_easy_setopt(c, CURLOPT_URL, h.url);  /* past any rename redirect */
             curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
             curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
             curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);

@@ -3,8 +3,12 @@
 Serves repositories from folders with the hub's URL scheme and headers:
   HEAD/GET /{org}/{name}/resolve/{revision}/{file}
     small files: 200, ETag (git-style id), X-Repo-Commit
-    *.safetensors: 302 to /cdn/<sha256>, X-Linked-Etag = sha256,
-                   X-Linked-Size, X-Repo-Commit (as for LFS files)
+    *.safetensors: 302 to <absolute URL>/cdn/<sha256> (file storage is
+                   another host on the real hub, so the HEAD must not follow
+                   it), X-Linked-Etag = sha256, X-Linked-Size, X-Repo-Commit
+                   (as for LFS files)
+  a renamed repository (rename(old, new)): 307 with a relative Location,
+    /{new}/resolve/{revision}/{file}, as the hub answers for every old name
   GET /cdn/<sha256>   the content; honours Range: bytes=N- (416 when N is
                       the size or more, as file storage answers)
 Injected failures, chosen per repository:
@@ -18,8 +22,20 @@ unknown file -> 404 EntryNotFound.  `requests` records every path asked.
 """
 import hashlib
 import os
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that stops a transfer on purpose (the 'extra' repo) resets
+        # the connection: expected, not worth a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class Repo:
@@ -42,6 +58,7 @@ class FakeHub:
         self.repos = {}
         self.blobs = {}
         self.requests = []
+        self.renames = {}
         self.cut_done = set()
         hub = self
 
@@ -74,6 +91,9 @@ class FakeHub:
                 if len(parts) < 6 or parts[3] != "resolve":
                     return self.send(404, {"X-Error-Code": "RepoNotFound"})
                 repo_id, rev, fname = parts[1] + "/" + parts[2], parts[4], "/".join(parts[5:])
+                if repo_id in hub.renames:
+                    loc = "/" + hub.renames[repo_id] + "/" + "/".join(parts[3:])
+                    return self.send(307, {"Location": loc}, b"Temporary Redirect. Redirecting to " + loc.encode())
                 repo = hub.repos.get(repo_id)
                 if repo is None:
                     return self.send(404, {"X-Error-Code": "RepoNotFound"}, b'{"error":"Repository not found"}')
@@ -90,7 +110,7 @@ class FakeHub:
                     hub.blobs[sha] = (repo, fname, data)
                     etag = ("0" * 64) if repo.badsum else sha
                     h.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data)),
-                              "Location": f"/cdn/{sha}", "ETag": '"lfs-pointer"'})
+                              "Location": f"{hub.url}/cdn/{sha}", "ETag": '"lfs-pointer"'})
                     return self.send(302, h)
                 h["ETag"] = '"' + hashlib.sha1(data).hexdigest() + '"'
                 return self.send(200, h, data)
@@ -128,8 +148,7 @@ class FakeHub:
                     return
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -137,6 +156,10 @@ class FakeHub:
     def add(self, repo_id, folder, **kw):
         self.repos[repo_id] = Repo(folder, **kw)
         return self.repos[repo_id]
+
+    def rename(self, old, new):
+        """Requests for `old` are redirected (307, relative) to `new`."""
+        self.renames[old] = new
 
     def stop(self):
         self.server.shutdown()

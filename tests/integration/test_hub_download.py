@@ -2,7 +2,8 @@
 (fake_hub.py): cache layout shared with huggingface_hub, offline reuse,
 tokens, 401/404, a non-ViT model refused before its weights are fetched,
 a connection cut mid-file (resumed), a wrong checksum (nothing left that
-looks complete), no network."""
+looks complete), a renamed repository (307 with a relative Location,
+followed as huggingface_hub does) and a redirect loop, no network."""
 import hashlib
 import json
 import os
@@ -30,6 +31,9 @@ hub.add("test/badsum-vit", MODEL, badsum=True)
 hub.add("test/bert", bert)
 hub.add("test/evil-commit", MODEL, commit="../../../escape")
 hub.add("test/long-vit", MODEL, extra=100000)
+hub.rename("old-org/old-vit", "test/tiny-vit")
+hub.rename("loop/a", "loop/b")
+hub.rename("loop/b", "loop/a")
 
 
 def fresh_home(name):
@@ -140,6 +144,33 @@ try:
     blobs = os.path.join(home, "hub", "models--test--long-vit", "blobs")
     left = [f for f in os.listdir(blobs) if len(f.split(".")[0]) == 64] if os.path.isdir(blobs) else []
     check(not left, f"no weight blob or partial file left: {left}")
+
+    # 7e. A renamed repository: the hub answers 307 with a relative Location
+    #     (/new-org/new-name/resolve/...); the HEAD follows it (only relative
+    #     redirects: the LFS 302 to file storage is not followed by the HEAD),
+    #     and the files land under the name that was asked for.
+    home = fresh_home("renamed")
+    hub.requests.clear()
+    code, out, err = classify("old-org/old-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"renamed repository downloaded through its redirect: {code} {err}")
+    check(("HEAD", "/old-org/old-vit/resolve/main/config.json") in hub.requests and
+          ("HEAD", "/test/tiny-vit/resolve/main/config.json") in hub.requests,
+          f"the HEAD followed the 307: {hub.requests[:4]}")
+    check(not any(m == "HEAD" and p.startswith("/cdn/") for m, p in hub.requests),
+          "the HEAD did not follow the LFS redirect to file storage")
+    base = os.path.join(home, "hub", "models--old-org--old-vit")
+    check(open(os.path.join(base, "refs", "main")).read().strip() == tiny.commit,
+          "cached under the name asked for, at the new repository's commit")
+    check(os.path.isfile(os.path.join(base, "snapshots", tiny.commit, "model.safetensors")),
+          "weights in the snapshot")
+    code, out, err = classify("old-org/old-vit", home, {"HF_HUB_OFFLINE": "1"})
+    check(code == 0, f"the renamed repository is then found offline: {err}")
+
+    # 7f. A redirect loop ends with an error, not a hang.
+    home = fresh_home("loop")
+    code, _, err = classify("loop/a", home)
+    check(code == 1 and "redirect" in err, f"redirect loop refused: {code} {err}")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
