@@ -23,11 +23,13 @@
  *
  * A request's first call (headers only) goes through begin_request(): CORS
  * decision, header size (431), route (404), OPTIONS preflight (204), method
- * (405), then for prediction requests the API key (401, auth.c), the rate limit (429,
- * ratelimit.c), the model's state (503) and Content-Length (413); GET
- * routes are answered at once (web.c, routes_v2.c, health, metrics).  The
- * last call (body complete) dispatches POST / and /models/{id} to
- * routes_hf.c, v2 infer to routes_v2.c, /predict* to handle_predict().
+ * (405), then for prediction requests the API key (401, auth.c), the rate
+ * limit (429, ratelimit.c), the model's state (503) and Content-Length
+ * (413); GET routes are answered at once (web.c, routes_v2.c, health,
+ * metrics).  The last call (body complete) dispatches POST / and
+ * /models/{id} to routes_hf.c, v2 infer to routes_v2.c, /predict* to
+ * handle_predict(); a chunked body that passed --max-upload-bytes is
+ * answered 413 there instead (handle_request explains why so late).
  * Those files share this file's pipeline and response helpers through
  * server_int.h; respond() adds the CORS, RateLimit and timing headers.
  */
