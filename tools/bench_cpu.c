@@ -662,7 +662,9 @@ int main(int argc, char **argv)
         return r;
     }
 
-    struct vs_backend_opts o = {.precision = prec, .threads = threads, .max_batch = maxb};
+    /* as serve runs it: packed weight copies (VS_CPU_PREPACK=0 to compare) */
+    struct vs_backend_opts o = {.precision = prec, .threads = threads, .max_batch = maxb,
+                                .prepack = true};
     struct vs_err err = {0};
     void *ctx = NULL;
     const double tc = vs_now_ms();
@@ -671,6 +673,7 @@ int main(int argc, char **argv)
         return 1;
     }
     const double create_ms = vs_now_ms() - tc;
+    vs_backend_cpu.settle(ctx);
     struct vs_cpu_stats st;
     vs_model_cpu_stats(ctx, &st, true);
     const double peak_here = fma_peak(st.threads);
