@@ -1289,6 +1289,7 @@ const struct vs_backend_ops vs_cuda_plugin_backend = {
     "cuda",
     cuda_create,
     cuda_forward,
+    NULL,               /* forward_rows: not yet (the model gathers) */
     cuda_device_name,
     cuda_destroy,
     cuda_status,
