@@ -7,8 +7,9 @@
  * host weights (fp32, row-major, HF shapes) described below.
  *
  * Contract: create() may keep pointers into *w for the life of the context
- * (the weights outlive every backend context).  forward() is never called
- * concurrently on one context.  Every slot is required unless marked.
+ * (the weights outlive every backend context).  forward() and
+ * forward_rows() are never called concurrently on one context.  Every slot
+ * is required unless marked.
  */
 #ifndef VS_MODEL_BACKEND_H
 #define VS_MODEL_BACKEND_H
@@ -95,6 +96,17 @@ struct vs_backend_ops {
     enum vs_status (*forward)(void *ctx, const float *pixels, int n,
                               float *logits, struct vs_err *err);
 
+    /* (optional) forward() with each image in its own buffer: image i's
+     * pixels are host float[C][H][W] at rows[i] (the batcher hands over the
+     * submitters' buffers, so a backend that stages its input anyway copies
+     * each image once instead of after a gather).  Same contract as
+     * forward(): n in 1..max_batch, logits float[n][labels] in rows' order,
+     * results bit-identical to forward() on the same images.  Without it,
+     * the model gathers the rows into a buffer of its own and calls
+     * forward() (vs_backend_forward_rows). */
+    enum vs_status (*forward_rows)(void *ctx, const float *const *rows, int n,
+                                   float *logits, struct vs_err *err);
+
     /* (optional) A human name of the device ("NVIDIA H100 80GB HBM3"). */
     const char *(*device_name)(void *ctx);
 
@@ -111,6 +123,15 @@ struct vs_backend_ops {
      * calls forward(). */
     void (*settle)(void *ctx);
 };
+
+/* Runs rows[0..n) through a backend (model.c): ops->forward_rows when it
+ * has one, else copies image i into gather[i][0..image_floats) and calls
+ * ops->forward(gather) (gather: n * image_floats floats, unused when the
+ * backend takes rows).  Checks rows and each rows[i] for NULL. */
+enum vs_status vs_backend_forward_rows(const struct vs_backend_ops *ops, void *ctx,
+                                       float *gather, size_t image_floats,
+                                       const float *const *rows, int n, float *logits,
+                                       struct vs_err *err);
 
 extern const struct vs_backend_ops vs_backend_cpu;
 #ifdef VS_HAVE_CUDA

@@ -1297,29 +1297,44 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
  * (batched results must equal one-image results, bit for bit); and at
  * M = T = 197 rows per GEMM the matmuls already run at full speed, so the
  * multi-image plans were no faster per image (0.80-0.94x of batch 1 on
- * the Xeon).  The rows of one image are still computed together. */
-static enum vs_status cpu_forward(void *vctx, const float *pixels, int n,
-                                  float *logits, struct vs_err *err)
+ * the Xeon).  The rows of one image are still computed together.
+ * Image b is pixels + b * C*H*W (cpu_forward) or rows[b] (cpu_forward_rows:
+ * the images stay where the caller has them, nothing is gathered). */
+static enum vs_status run_images(struct cpu_ctx *c, const float *pixels,
+                                 const float *const *rows, int n, float *logits,
+                                 struct vs_err *err)
 {
-    struct cpu_ctx *c = vctx;
-    if (!pixels || !logits)
+    if ((!pixels && !rows) || !logits)
         return vs_err_set(err, VS_BAD_INPUT, "cpu backend: NULL pixels or logits");
     if (n < 1 || n > c->max_batch)
         return vs_err_set(err, VS_BAD_INPUT, "cpu backend: batch %d outside 1..%d",
                           n, c->max_batch);
     const size_t per_image = (size_t)c->cfg.channels * c->cfg.image_h * c->cfg.image_w;
     for (int b = 0; b < n; b++) {
-        enum vs_status st = forward_rows(c, pixels + per_image * b, 1,
+        enum vs_status st = forward_rows(c, rows ? rows[b] : pixels + per_image * b, 1,
                                          logits + (size_t)c->cfg.labels * b, err);
         if (st != VS_OK) return st;
     }
     return VS_OK;
 }
 
+static enum vs_status cpu_forward(void *vctx, const float *pixels, int n,
+                                  float *logits, struct vs_err *err)
+{
+    return run_images(vctx, pixels, NULL, n, logits, err);
+}
+
+static enum vs_status cpu_forward_rows(void *vctx, const float *const *rows, int n,
+                                       float *logits, struct vs_err *err)
+{
+    return run_images(vctx, NULL, rows, n, logits, err);
+}
+
 const struct vs_backend_ops vs_backend_cpu = {
     .name = "cpu",
     .create = cpu_create,
     .forward = cpu_forward,
+    .forward_rows = cpu_forward_rows,
     .device_name = cpu_device_name,
     .destroy = cpu_destroy,
     .settle = cpu_settle,

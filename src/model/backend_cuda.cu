@@ -6,7 +6,9 @@
  * cls and pos always fp32) and carves ONE cudaMalloc into a weight region
  * and an activation arena sized for `chunk` images (chunk = min(max_batch,
  * VS_CUDA_CHUNK, default 16)).  forward(n) cuts the batch into chunks:
- *   host pixels -> pinned staging (CPU memcpy) -> device (copy stream)
+ *   host pixels -> pinned staging (CPU memcpy, image by image: forward_rows
+ *   takes each image where the caller has it, forward passes pointers into
+ *   its one buffer; same path) -> device (copy stream)
  *   -> im2col (compute stream, waits for that chunk's copy event)
  *   -> the network for m images (a CUDA graph captured on first use per m)
  *   -> logits -> pinned staging (compute stream)
@@ -468,6 +470,7 @@ struct cu_ctx {
     void *dmem;             /* the one device allocation */
     size_t dmem_bytes;
     float *pix_h, *logits_h;/* pinned (max_batch, C*H*W), (max_batch, L) */
+    const float **rows;     /* [max_batch]: forward()'s images as rows */
 
     /* weights */
     void *patch_w;          /* (D, K) TI */
@@ -796,8 +799,9 @@ static enum vs_status run_net(struct cu_ctx *c, int m, struct vs_err *err)
     return VS_OK;
 }
 
-/* One attempt at the whole batch with the current chunk size. */
-static enum vs_status run_batch(struct cu_ctx *c, const float *pixels, int n,
+/* One attempt at the whole batch with the current chunk size; image i's
+ * pixels are at rows[i] (host, pageable). */
+static enum vs_status run_batch(struct cu_ctx *c, const float *const *rows, int n,
                                 float *logits, struct vs_err *err)
 {
     const struct vs_vit_config *f = &c->cfg;
@@ -811,8 +815,11 @@ static enum vs_status run_batch(struct cu_ctx *c, const float *pixels, int n,
         if (c->fake_oom_above > 0 && m > c->fake_oom_above)
             return vs_err_set(err, VS_NOMEM, "simulated CUDA out of memory (%d images > "
                               "VS_CUDA_FAKE_OOM_ABOVE=%d)", m, c->fake_oom_above);
-        /* pixels of this chunk: host -> pinned -> device (copy stream) */
-        memcpy(c->pix_h + off * chw, pixels + off * chw, m * chw * sizeof(float));
+        /* pixels of this chunk: host -> pinned, image by image from where
+         * the caller keeps them (no gather before forward) -> device (copy
+         * stream).  The CPU copies chunk i+1 while the GPU runs chunk i. */
+        for (int j = off; j < off + m; j++)
+            memcpy(c->pix_h + (size_t)j * chw, rows[j], chw * sizeof(float));
         CU(cudaMemcpyAsync(c->d_pix + off * chw, c->pix_h + off * chw,
                            m * chw * sizeof(float), cudaMemcpyHostToDevice, c->s_copy),
            "pixel upload");
@@ -842,20 +849,31 @@ static enum vs_status run_batch(struct cu_ctx *c, const float *pixels, int n,
     return VS_OK;
 }
 
-static enum vs_status cuda_forward(void *vctx, const float *pixels, int n,
-                                   float *logits, struct vs_err *err)
+/* What forward() and forward_rows() refuse before touching anything. */
+static enum vs_status check_call(const struct cu_ctx *c, int n, const void *in,
+                                 const float *logits, struct vs_err *err)
 {
-    struct cu_ctx *c = (struct cu_ctx *)vctx;
     if (c->lost)
         return vs_err_set(err, VS_BACKEND, "CUDA device %d (%s) was lost earlier (%s); "
                           "reload the model", c->dev, c->name, c->lost_msg);
     if (n < 1 || n > c->max_batch)
         return vs_err_set(err, VS_BAD_INPUT, "batch of %d images outside 1..%d (max_batch)",
                           n, c->max_batch);
+    if (!in || !logits) return vs_err_set(err, VS_BAD_INPUT, "NULL pixels or logits");
+    return VS_OK;
+}
+
+/* The one path of forward() and forward_rows(): the batch with image i at
+ * rows[i], retried with half the chunk after an out-of-memory. */
+static enum vs_status forward_images(struct cu_ctx *c, const float *const *rows, int n,
+                                     float *logits, struct vs_err *err)
+{
+    for (int i = 0; i < n; i++)
+        if (!rows[i]) return vs_err_set(err, VS_BAD_INPUT, "image %d of %d: NULL pixels", i, n);
     CU(cudaSetDevice(c->dev), "cudaSetDevice");
     c->prof_calls++;
     for (;;) {
-        enum vs_status st = run_batch(c, pixels, n, logits, err);
+        enum vs_status st = run_batch(c, rows, n, logits, err);
         if (st == VS_OK) return st;
         /* Nothing may still read the pinned buffers when we return or retry. */
         (void)cudaStreamSynchronize(c->s_copy);
@@ -869,6 +887,26 @@ static enum vs_status cuda_forward(void *vctx, const float *pixels, int n,
         }
         return st;
     }
+}
+
+static enum vs_status cuda_forward(void *vctx, const float *pixels, int n,
+                                   float *logits, struct vs_err *err)
+{
+    struct cu_ctx *c = (struct cu_ctx *)vctx;
+    enum vs_status st = check_call(c, n, pixels, logits, err);
+    if (st != VS_OK) return st;
+    const size_t chw = (size_t)c->cfg.channels * c->cfg.image_h * c->cfg.image_w;
+    for (int i = 0; i < n; i++) c->rows[i] = pixels + (size_t)i * chw;
+    return forward_images(c, c->rows, n, logits, err);
+}
+
+static enum vs_status cuda_forward_rows(void *vctx, const float *const *rows, int n,
+                                        float *logits, struct vs_err *err)
+{
+    struct cu_ctx *c = (struct cu_ctx *)vctx;
+    enum vs_status st = check_call(c, n, rows, logits, err);
+    if (st != VS_OK) return st;
+    return forward_images(c, rows, n, logits, err);
 }
 
 /* ======================================================================
@@ -914,6 +952,7 @@ static void cuda_destroy(void *vctx)
     if (c->pix_h) cudaFreeHost(c->pix_h);
     if (c->logits_h) cudaFreeHost(c->logits_h);
     free(c->layer);
+    free(c->rows);
     (void)cudaGetLastError();
     free(c);
 }
@@ -1158,7 +1197,8 @@ static enum vs_status cuda_create(const struct vs_vit_config *cfg,
     c->graph = (cudaGraphExec_t *)calloc((size_t)c->chunk + 1, sizeof *c->graph);
     c->seen = (unsigned char *)calloc((size_t)c->chunk + 1, 1);
     c->ev = (cudaEvent_t *)calloc((size_t)c->max_batch, sizeof *c->ev);
-    if (!c->layer || !c->graph || !c->seen || !c->ev) { st = vs_err_set(err, VS_NOMEM, "out of host memory"); goto fail; }
+    c->rows = (const float **)calloc((size_t)c->max_batch, sizeof *c->rows);
+    if (!c->layer || !c->graph || !c->seen || !c->ev || !c->rows) { st = vs_err_set(err, VS_NOMEM, "out of host memory"); goto fail; }
 
     /* fused attention: fp16/bf16, head_dim 64, T <= 256, enough shared memory */
     c->attn_smem = attn_smem_bytes(cfg->tokens);
@@ -1289,7 +1329,9 @@ const struct vs_backend_ops vs_cuda_plugin_backend = {
     "cuda",
     cuda_create,
     cuda_forward,
+    cuda_forward_rows,
     cuda_device_name,
     cuda_destroy,
     cuda_status,
+    NULL,               /* settle: nothing runs in the background */
 };

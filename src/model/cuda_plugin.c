@@ -112,6 +112,12 @@ static enum vs_status t_forward(void *ctx, const float *pixels, int n, float *lo
     return plugin->forward(ctx, pixels, n, logits, err);
 }
 
+static enum vs_status t_forward_rows(void *ctx, const float *const *rows, int n,
+                                     float *logits, struct vs_err *err)
+{
+    return plugin->forward_rows(ctx, rows, n, logits, err);
+}
+
 static const char *t_device_name(void *ctx)
 {
     return plugin->device_name ? plugin->device_name(ctx) : NULL;
@@ -131,6 +137,7 @@ const struct vs_backend_ops vs_backend_cuda = {
     .name = "cuda",
     .create = t_create,
     .forward = t_forward,
+    .forward_rows = t_forward_rows,   /* backend_cuda.cu always provides it */
     .device_name = t_device_name,
     .destroy = t_destroy,
     .status = t_status,

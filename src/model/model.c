@@ -12,6 +12,9 @@
  * a float dtype) before any conversion; extra tensors (a pooler, buffers)
  * are ignored.  Threads: load/destroy on one thread; info is immutable
  * once loaded; forward one batch at a time (the backend's contract).
+ * vs_model_forward_rows hands the backend per-image pointers, or, for a
+ * backend without forward_rows, gathers them into m->gather (sized at load
+ * for max_batch) and calls forward.
  */
 #include "model_internal.h"
 #include "nvml.h"
@@ -38,6 +41,9 @@ struct vs_model {
     const struct vs_backend_ops *ops;
     void *ctx;                   /* backend context, NULL without weights */
     int max_batch;
+    size_t image_floats;         /* C * H * W */
+    float *gather;               /* [max_batch][image_floats] for forward_rows on a
+                                  * backend without it; NULL otherwise */
 };
 
 /* ---- small parsers ------------------------------------------------------ */
@@ -422,6 +428,16 @@ static enum vs_status load(struct vs_model *m, const char *spec,
     const char *dn = m->ops->device_name ? m->ops->device_name(m->ctx) : NULL;
     m->device_name = dn ? strdup(dn) : cpu_name();
     if (!m->device_name) return vs_err_set(err, VS_NOMEM, "out of memory");
+    /* vs_model_forward_rows on a backend that takes one contiguous batch
+     * only: a gather buffer, allocated now rather than per call. */
+    m->image_floats = (size_t)m->vc.channels * (size_t)m->vc.image_h * (size_t)m->vc.image_w;
+    if (!m->ops->forward_rows) {
+        size_t count, bytes;
+        if (!vs_mul_size(m->image_floats, (size_t)o->max_batch, &count) ||
+            !vs_mul_size(count, sizeof(float), &bytes) || !(m->gather = malloc(bytes)))
+            return vs_err_set(err, VS_NOMEM, "out of memory for a batch of %d images",
+                              o->max_batch);
+    }
     return VS_OK;
 }
 
@@ -488,6 +504,7 @@ void vs_model_destroy(struct vs_model *m)
     if (m->ops && m->ctx) m->ops->destroy(m->ctx);
     vs_st_close(m->st);
     free(m->arena);
+    free(m->gather);
     free(m->layers);
     vs_ckpt_config_free(&m->cfg);
     for (int i = 0; i < m->info.num_files; i++) free(m->files[i]);
@@ -513,6 +530,34 @@ enum vs_status vs_model_forward(struct vs_model *m, const float *pixels, int n,
                           n, m->max_batch);
     if (!pixels || !logits) return vs_err_set(err, VS_BAD_INPUT, "NULL pixels or logits");
     return m->ops->forward(m->ctx, pixels, n, logits, err);
+}
+
+enum vs_status vs_backend_forward_rows(const struct vs_backend_ops *ops, void *ctx,
+                                       float *gather, size_t image_floats,
+                                       const float *const *rows, int n, float *logits,
+                                       struct vs_err *err)
+{
+    if (!rows || !logits) return vs_err_set(err, VS_BAD_INPUT, "NULL rows or logits");
+    for (int i = 0; i < n; i++)
+        if (!rows[i])
+            return vs_err_set(err, VS_BAD_INPUT, "image %d of %d: NULL pixels", i, n);
+    if (ops->forward_rows) return ops->forward_rows(ctx, rows, n, logits, err);
+    if (!gather) return vs_err_set(err, VS_BAD_INPUT, "%s backend: no gather buffer", ops->name);
+    for (int i = 0; i < n; i++)
+        memcpy(gather + (size_t)i * image_floats, rows[i], image_floats * sizeof(float));
+    return ops->forward(ctx, gather, n, logits, err);
+}
+
+enum vs_status vs_model_forward_rows(struct vs_model *m, const float *const *rows, int n,
+                                     float *logits, struct vs_err *err)
+{
+    if (!m->ctx)
+        return vs_err_set(err, VS_UNSUPPORTED, "%s: model was loaded without weights", m->name);
+    if (n < 1 || n > m->max_batch)
+        return vs_err_set(err, VS_BAD_INPUT, "batch of %d images: must be 1..%d (max_batch)",
+                          n, m->max_batch);
+    return vs_backend_forward_rows(m->ops, m->ctx, m->gather, m->image_floats, rows, n,
+                                   logits, err);
 }
 
 void vs_model_device_status(struct vs_model *m, struct vs_device_status *out)

@@ -14,8 +14,9 @@
  *
  * Threads: vs_model_load/destroy from one thread.  vs_model_info() may be
  * read from any thread once loaded (it never changes).  vs_model_forward()
- * must not be called concurrently on the same model: one batch at a time
- * (the batcher thread); it uses all the threads given in the options.
+ * and vs_model_forward_rows() must not be called concurrently on the same
+ * model: one batch at a time (the batcher thread); they use all the threads
+ * given in the options.
  */
 #ifndef VS_MODEL_MODEL_H
 #define VS_MODEL_MODEL_H
@@ -128,6 +129,19 @@ enum vs_status vs_model_check_image_size(const struct vs_model_info *mi, int img
  * Batched results equal one-image results (no cross-talk between rows). */
 enum vs_status vs_model_forward(struct vs_model *m, const float *pixels, int n,
                                 float *logits, struct vs_err *err);
+
+/* vs_model_forward() with each image in its own buffer: image i's pixels
+ * (float[C][H][W], as vs_image_preprocess() writes them) are at rows[i];
+ * logits[i] is image i's.  Same checks, the same results bit for bit, and
+ * the same one-batch-at-a-time rule.  For callers whose images are
+ * scattered (the batcher: one buffer per request): a backend that copies
+ * its input anyway (CUDA: into pinned staging, overlapped with the GPU)
+ * reads each image straight from rows[i]; the CPU backend runs image by
+ * image anyway; any other backend gets the rows gathered into a buffer the
+ * model allocated at load for max_batch images.  The rows may alias each
+ * other (the same image twice) but not logits. */
+enum vs_status vs_model_forward_rows(struct vs_model *m, const float *const *rows, int n,
+                                     float *logits, struct vs_err *err);
 
 /* The compute device's state, for /health and /metrics.  Safe to call from
  * any thread while another runs vs_model_forward(). */

@@ -4,9 +4,9 @@
  * `stopping` and every item's _done flag.  Two condition variables on the
  * monotonic clock: `work` wakes the compute thread (a submit, or stop),
  * `done` wakes submitters waiting for their items.  The compute thread
- * holds the lock only to take items and to mark them done: the copy into
- * the batch buffer and compute() itself run unlocked, so submitters are
- * never blocked by a forward pass.  Threads: see batcher.h.
+ * holds the lock only to take items and to mark them done: compute()
+ * (which reads the items' pixels in place through `rows`) runs unlocked, so
+ * submitters are never blocked by a forward pass.  Threads: see batcher.h.
  */
 #include "batcher.h"
 
@@ -24,7 +24,7 @@ struct vs_batcher {
     int depth;
     bool stopping;
     pthread_t thread;
-    float *in;      /* [max_batch][in_floats]: the batch handed to compute() */
+    const float **rows; /* [max_batch]: the computed items' `in`, handed to compute() */
     float *out;     /* [max_batch][out_floats] */
     struct vs_batch_item **take, **live; /* [max_batch]: taken / computed items */
     double *waits;  /* [max_batch]: queue wait of each computed item */
@@ -40,7 +40,7 @@ static struct timespec to_ts(uint64_t ns)
 /* Runs one batch of k taken items (lock not held). */
 static void run_batch(struct vs_batcher *b, struct vs_batch_item **take, int k)
 {
-    const size_t inf = b->cfg.in_floats, outf = b->cfg.out_floats;
+    const size_t outf = b->cfg.out_floats;
     struct vs_batch_item **live = b->live;
     double *waits = b->waits;
     int n = 0;
@@ -58,14 +58,14 @@ static void run_batch(struct vs_batcher *b, struct vs_batch_item **take, int k)
                      (double)(now - it->_enqueued_ns) / 1e6);
             continue;
         }
-        /* row n of the batch: in[n][0..in_floats) */
-        memcpy(b->in + (size_t)n * inf, it->in, inf * sizeof(float));
+        /* row n of the batch: the submitter's own buffer, not a copy */
+        b->rows[n] = it->in;
         waits[n] = (double)(now - it->_enqueued_ns) / 1e9;
         live[n++] = it;
     }
     if (n > 0) {
         struct vs_err err = {0};
-        enum vs_status st = b->cfg.compute(b->cfg.ctx, b->in, n, b->out, &err);
+        enum vs_status st = b->cfg.compute(b->cfg.ctx, b->rows, n, b->out, &err);
         uint64_t took = vs_now_ns() - now;
         for (int i = 0; i < n; i++) {
             live[i]->status = st;
@@ -123,20 +123,19 @@ enum vs_status vs_batcher_create(const struct vs_batcher_config *cfg,
                                  struct vs_batcher **out, struct vs_err *err)
 {
     if (cfg->max_batch < 1 || cfg->timeout_ms < 0 || cfg->max_queue < 1 ||
-        !cfg->in_floats || !cfg->out_floats || !cfg->compute)
+        !cfg->out_floats || !cfg->compute)
         return vs_err_set(err, VS_BAD_INPUT,
                           "batcher: invalid config (max_batch %d, timeout_ms %d, max_queue %d)",
                           cfg->max_batch, cfg->timeout_ms, cfg->max_queue);
     struct vs_batcher *b = calloc(1, sizeof *b);
-    size_t nin, nout;
+    size_t nout;
     size_t mb = (size_t)cfg->max_batch;
-    if (!b || !vs_mul_size(mb, cfg->in_floats, &nin) ||
-        !vs_mul_size(mb, cfg->out_floats, &nout) ||
-        !(b->in = malloc(nin * sizeof(float))) || !(b->out = malloc(nout * sizeof(float))) ||
+    if (!b || !vs_mul_size(mb, cfg->out_floats, &nout) ||
+        !(b->rows = calloc(mb, sizeof *b->rows)) || !(b->out = malloc(nout * sizeof(float))) ||
         !(b->take = calloc(mb, sizeof *b->take)) || !(b->live = calloc(mb, sizeof *b->live)) ||
         !(b->waits = calloc(mb, sizeof *b->waits))) {
         if (b) {
-            free(b->in); free(b->out); free(b->take); free(b->live); free(b->waits);
+            free(b->rows); free(b->out); free(b->take); free(b->live); free(b->waits);
             free(b);
         }
         return vs_err_set(err, VS_NOMEM, "batcher: out of memory for a batch of %d",
@@ -154,7 +153,7 @@ enum vs_status vs_batcher_create(const struct vs_batcher_config *cfg,
         pthread_cond_destroy(&b->work);
         pthread_cond_destroy(&b->done);
         pthread_mutex_destroy(&b->mu);
-        free(b->in); free(b->out); free(b->take); free(b->live); free(b->waits);
+        free(b->rows); free(b->out); free(b->take); free(b->live); free(b->waits);
         free(b);
         return vs_err_set(err, VS_NOMEM, "batcher: cannot start its thread");
     }
@@ -173,7 +172,7 @@ void vs_batcher_destroy(struct vs_batcher *b)
     pthread_cond_destroy(&b->work);
     pthread_cond_destroy(&b->done);
     pthread_mutex_destroy(&b->mu);
-    free(b->in); free(b->out); free(b->take); free(b->live); free(b->waits);
+    free(b->rows); free(b->out); free(b->take); free(b->live); free(b->waits);
     free(b);
 }
 

@@ -6,15 +6,17 @@
  * queued together or not at all; the compute thread takes up to max_batch
  * items as soon as that many are queued or the oldest queued item has
  * waited timeout_ms, drops the items already past their deadline
- * (VS_TIMEOUT, never computed), copies the rest into one contiguous
- * float[n][in_floats] buffer, calls compute() once, and scatters the
- * float[n][out_floats] result back into each item.  Items keep FIFO order;
- * a group may be split across consecutive batches.  Batched results equal
- * single results because compute() has no cross-talk between rows (the
- * model's contract).
+ * (VS_TIMEOUT, never computed), calls compute() once with the rest as
+ * rows: rows[i] is item i's own `in` pointer (nothing is copied; the
+ * engine reads each image where the submitter keeps it), and scatters the
+ * float[n][out_floats] result back into each item.  Items keep FIFO order,
+ * in the rows too; a group may be split across consecutive batches.
+ * Batched results equal single results because compute() has no
+ * cross-talk between rows (the model's contract).
  *
  * Memory: items and their pixel/output buffers belong to the submitter and
- * must stay valid until vs_batcher_wait() returned for them.
+ * must stay valid until vs_batcher_wait() returned for them (compute()
+ * reads the pixel buffers in place).
  *
  * Threads: submit/wait from any thread; compute() and observe() run on the
  * batcher's own thread only (so compute needs no locking against itself).
@@ -28,8 +30,9 @@
 
 #include "common/vs.h"
 
-/* Runs n rows: in float[n][in_floats] -> out float[n][out_floats]. */
-typedef enum vs_status (*vs_batch_compute_fn)(void *ctx, const float *in, int n,
+/* Runs n rows: rows[i] is item i's `in` (the submitter's buffer, read
+ * only, valid for the call) -> out float[n][out_floats], row i for item i. */
+typedef enum vs_status (*vs_batch_compute_fn)(void *ctx, const float *const *rows, int n,
                                               float *out, struct vs_err *err);
 /* Called after each batch: its size and each computed item's queue wait. */
 typedef void (*vs_batch_observe_fn)(void *ctx, int n, const double *wait_s);
@@ -38,7 +41,6 @@ struct vs_batcher_config {
     int max_batch;          /* >= 1 */
     int timeout_ms;         /* >= 0: longest the oldest item waits for company */
     int max_queue;          /* >= 1: queued (not yet taken) items */
-    size_t in_floats;       /* floats per input row (3*H*W) */
     size_t out_floats;      /* floats per output row (num_labels) */
     vs_batch_compute_fn compute;
     vs_batch_observe_fn observe;  /* may be NULL */
@@ -46,7 +48,7 @@ struct vs_batcher_config {
 };
 
 struct vs_batch_item {
-    const float *in;        /* in_floats, submitter-owned */
+    const float *in;        /* one input row (what compute() expects), submitter-owned */
     float *out;             /* out_floats, submitter-owned, written on VS_OK */
     uint64_t deadline_ns;   /* vs_now_ns() scale; 0 = none */
     /* written by the batcher: */

@@ -16,7 +16,7 @@
  *    stores).  HTTP threads read `loaded` with acquire loads before touching
  *    the model, so model/info/batcher are immutable and safely visible.
  *  - The batcher thread runs compute_fn() (the only caller of
- *    vs_model_forward, as model.h requires) and observe_fn().
+ *    vs_model_forward_rows, as model.h requires) and observe_fn().
  *  - The main (CLI) thread calls start/state/drain/destroy.
  * Invariant: `inflight` counts requests between their first handler call and
  * MHD's completion callback; drain waits for it to reach zero.
@@ -1088,12 +1088,14 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
 
 /* ---- model loading ---------------------------------------------------- */
 
-static enum vs_status compute_fn(void *ctx, const float *in, int n, float *out,
+static enum vs_status compute_fn(void *ctx, const float *const *rows, int n, float *out,
                                  struct vs_err *err)
 {
     struct vs_server *s = ctx;
-    /* in: [n][3][H][W] -> out: [n][num_labels] logits */
-    return vs_model_forward(s->model, in, n, out, err);
+    /* rows[i]: the requests' own [3][H][W] buffers -> out: [n][num_labels]
+     * logits.  No gather here: the engine reads each image in place (CUDA:
+     * straight into its pinned staging, overlapped with the GPU). */
+    return vs_model_forward_rows(s->model, rows, n, out, err);
 }
 
 static void observe_fn(void *ctx, int n, const double *wait_s)
@@ -1126,19 +1128,21 @@ static void *loader_main(void *arg)
     double t_load = vs_now_ms() - t0;
 
     /* Warm-up: one forward pass on zeros (first-touch of weights, oneDNN
-     * primitive creation) before /health says ready. */
+     * primitive creation) before /health says ready, through the call the
+     * batcher makes. */
     zeros = calloc(in_floats, sizeof *zeros);
     logits = calloc((size_t)in->num_labels, sizeof *logits);
     if (!zeros || !logits) { st = vs_err_set(&err, VS_NOMEM, "out of memory for warm-up"); goto fail; }
     s->model = m; /* compute_fn reads it; no other thread sees it yet */
     double t1 = vs_now_ms();
-    st = vs_model_forward(m, zeros, 1, logits, &err);
+    const float *zero_row = zeros;
+    st = vs_model_forward_rows(m, &zero_row, 1, logits, &err);
     if (st) { vs_err_prefix(&err, "warm-up forward"); goto fail; }
     double t_warm = vs_now_ms() - t1;
 
     struct vs_batcher_config bc = {
         .max_batch = s->cfg.max_batch, .timeout_ms = s->cfg.batch_timeout_ms,
-        .max_queue = s->cfg.max_queue, .in_floats = in_floats,
+        .max_queue = s->cfg.max_queue,
         .out_floats = (size_t)in->num_labels, .compute = compute_fn, .observe = observe_fn,
         .ctx = s};
     st = vs_batcher_create(&bc, &b, &err);

@@ -12,10 +12,13 @@
  *     attention kernel, T = 257 takes the any-length softmax);
  *   - a batch equals one image at a time, also cut into chunks
  *     (VS_CUDA_CHUNK) and after a simulated out-of-memory (split + retry);
+ *   - forward_rows (each image in its own heap buffer, in reverse order)
+ *     gives forward()'s bits on the same images in the same order, in the
+ *     same three modes, and the single-image results within 1e-5;
  *   - a ViT-B/16-sized random model: fp32 within 1e-4, fp16/bf16 top-1;
  *   - the hf-reference checkpoint: CUDA logits vs expected.json (<= 1e-4),
  *     directly and through vs_model_load(device = cuda) where linked;
- *   - errors: int8, a missing device ordinal, n > max_batch.
+ *   - errors: int8, a missing device ordinal, n > max_batch, NULL rows.
  * "Relative" means max|a - b| / max|reference| over one image's logits.
  *
  * Exit 77 (skipped) without CUDA support or without a device; the
@@ -655,6 +658,23 @@ static void test_fixture_cuda(void **state)
             if (e > worst) worst = e;
         }
         printf("[ cuda     ] hf-reference through vs_model_load: max rel err %.3g\n", worst);
+        assert_true(worst <= 1e-4);
+        /* vs_model_forward_rows (the server's call), images in reverse order */
+        const size_t chw = (size_t)m.cfg.channels * m.cfg.image_h * m.cfg.image_w;
+        const float **rows = malloc(sizeof *rows * (size_t)fs.n);
+        assert_non_null(rows);
+        for (int i = 0; i < fs.n; i++) rows[i] = fs.pix + (size_t)(fs.n - 1 - i) * chw;
+        memset(got, 0, sizeof(float) * (size_t)fs.n * L);
+        if (vs_model_forward_rows(mod, rows, fs.n, got, &err) != VS_OK)
+            fail_msg("vs_model_forward_rows(cuda): %s", err.msg);
+        worst = 0;
+        for (int i = 0; i < fs.n; i++) {
+            double e = rel_err(got + (size_t)i * L, fs.logits + (size_t)(fs.n - 1 - i) * L, L);
+            if (e > worst) worst = e;
+        }
+        printf("[ cuda     ] hf-reference through vs_model_forward_rows (reversed): max rel err %.3g\n",
+               worst);
+        free(rows);
         vs_model_destroy(mod);
         assert_true(worst <= 1e-4);
     }
@@ -745,6 +765,87 @@ static void test_batch_equals_single(void **state)
     tm_free(&m);
 }
 
+/* forward_rows: images in scattered heap buffers, handed over in reverse
+ * order.  Against forward() on one contiguous buffer holding the same
+ * images in the same order (same chunks, same graph sizes): bit for bit.
+ * Against single-image forwards: within 1e-5 (another GEMM height), as
+ * test_batch_equals_single.  Whole, in chunks of 2 (the pinned copy of a
+ * chunk from several pointers), and after simulated OOMs (the retry
+ * recopies from the rows). */
+static void test_forward_rows(void **state)
+{
+    (void)state;
+    struct tmodel m;
+    struct vs_vit_config c;
+    cfg_fill(&c, 3, 32, 32, 8, 64, 4, 128, 2, 10, VS_ACT_GELU);
+    tm_random(&m, &c, 43, true);
+    enum { N = 5 };
+    const int L = c.labels;
+    const size_t chw = (size_t)c.channels * c.image_h * c.image_w;
+    float *pix = rand_pixels(&c, N, 19);
+    float *revpix = malloc(N * chw * sizeof(float));   /* contiguous, reversed */
+    float *buf[N];
+    void *decoy[N];
+    const float *rows[N];
+    assert_non_null(revpix);
+    for (int b = 0; b < N; b++) {
+        decoy[b] = malloc(1000 + 4096 * (size_t)b);    /* keeps the buffers apart */
+        buf[b] = malloc(chw * sizeof(float));
+        assert_true(decoy[b] && buf[b]);
+        memcpy(buf[b], pix + b * chw, chw * sizeof(float));
+        memcpy(revpix + (size_t)(N - 1 - b) * chw, pix + b * chw, chw * sizeof(float));
+    }
+    for (int i = 0; i < N; i++) rows[i] = buf[N - 1 - i];
+    float one[N * 10], want[N * 10], got[N * 10];
+    for (int b = 0; b < N; b++)
+        cuda_run(&m, VS_PRECISION_FP32, 1, pix + b * chw, 1, one + b * L);
+    static const char *const modes[][2] = {
+        { "VS_CUDA_CHUNK", "32" },
+        { "VS_CUDA_CHUNK", "2" },
+        { "VS_CUDA_FAKE_OOM_ABOVE", "1" },
+    };
+    bool bitwise_single = true;
+    for (size_t k = 0; k < VS_ARRAY_LEN(modes); k++) {
+        setenv(modes[k][0], modes[k][1], 1);
+        struct vs_backend_opts o = { .precision = VS_PRECISION_FP32, .max_batch = 8 };
+        struct vs_err err = {0};
+        void *ctx = NULL;
+        if (vs_backend_cuda.create(&c, &m.w, &o, &ctx, &err) != VS_OK) fail_msg("%s", err.msg);
+        /* eager, capture, replay: then both entry points replay the same graphs */
+        for (int rep = 0; rep < 3; rep++)
+            if (vs_backend_cuda.forward(ctx, revpix, N, want, &err) != VS_OK)
+                fail_msg("%s=%s forward: %s", modes[k][0], modes[k][1], err.msg);
+        for (int rep = 0; rep < 2; rep++) {
+            memset(got, 0xff, sizeof got);
+            if (vs_backend_cuda.forward_rows(ctx, rows, N, got, &err) != VS_OK)
+                fail_msg("%s=%s forward_rows: %s", modes[k][0], modes[k][1], err.msg);
+            if (memcmp(got, want, (size_t)N * L * sizeof(float)) != 0)
+                fail_msg("%s=%s: forward_rows differs from forward on the same images",
+                         modes[k][0], modes[k][1]);
+            for (int i = 0; i < N; i++) {      /* row i is image N-1-i */
+                const float *single = one + (size_t)(N - 1 - i) * L;
+                double e = rel_err(got + (size_t)i * L, single, L);
+                if (e > 1e-5) fail_msg("%s=%s row %d: vs single rel err %g",
+                                       modes[k][0], modes[k][1], i, e);
+                if (memcmp(got + (size_t)i * L, single, (size_t)L * sizeof(float)))
+                    bitwise_single = false;
+            }
+        }
+        /* the model's helper hands rows straight to this backend */
+        memset(got, 0xff, sizeof got);
+        if (vs_backend_forward_rows(&vs_backend_cuda, ctx, NULL, chw, rows, N, got, &err) != VS_OK)
+            fail_msg("vs_backend_forward_rows: %s", err.msg);
+        assert_memory_equal(got, want, (size_t)N * L * sizeof(float));
+        vs_backend_cuda.destroy(ctx);
+        unsetenv(modes[k][0]);
+    }
+    printf("[ cuda     ] forward_rows (scattered, reversed) == forward bitwise; vs singles %s\n",
+           bitwise_single ? "bitwise too" : "within 1e-5");
+    for (int b = 0; b < N; b++) { free(buf[b]); free(decoy[b]); }
+    free(pix); free(revpix);
+    tm_free(&m);
+}
+
 static void test_vit_base(void **state)
 {
     (void)state;
@@ -783,6 +884,19 @@ static void test_errors(void **state)
     assert_int_equal(vs_backend_cuda.forward(ctx, pix, 3, logits, &err), VS_BAD_INPUT);
     assert_int_equal(vs_backend_cuda.forward(ctx, pix, 0, logits, &err), VS_BAD_INPUT);
     assert_int_equal(vs_backend_cuda.forward(ctx, pix, 2, logits, &err), VS_OK);
+    const float *rows[3] = { pix + 2 * 3 * 32 * 32, pix, NULL };
+    assert_int_equal(vs_backend_cuda.forward_rows(ctx, rows, 3, logits, &err), VS_BAD_INPUT);
+    assert_int_equal(vs_backend_cuda.forward_rows(ctx, rows, 0, logits, &err), VS_BAD_INPUT);
+    assert_int_equal(vs_backend_cuda.forward_rows(ctx, NULL, 1, logits, &err), VS_BAD_INPUT);
+    assert_int_equal(vs_backend_cuda.forward_rows(ctx, rows, 1, NULL, &err), VS_BAD_INPUT);
+    rows[1] = NULL;
+    assert_int_equal(vs_backend_cuda.forward_rows(ctx, rows, 2, logits, &err), VS_BAD_INPUT);
+    assert_non_null(strstr(err.msg, "image 1 of 2"));
+    rows[1] = pix;
+    float single0[10];
+    assert_int_equal(vs_backend_cuda.forward_rows(ctx, rows, 2, logits, &err), VS_OK);
+    assert_int_equal(vs_backend_cuda.forward(ctx, pix, 1, single0, &err), VS_OK);  /* image 0 */
+    assert_true(rel_err(logits + 10, single0, 10) <= 1e-5);
     vs_backend_cuda.destroy(ctx);
     vs_backend_cuda.destroy(NULL);
     free(pix);
@@ -806,6 +920,7 @@ int main(void)
         cmocka_unit_test(test_fixture_cuda),
         cmocka_unit_test(test_small_configs),
         cmocka_unit_test(test_batch_equals_single),
+        cmocka_unit_test(test_forward_rows),
         cmocka_unit_test(test_vit_base),
     };
     return cmocka_run_group_tests_name("cuda backend", tests, NULL, NULL);

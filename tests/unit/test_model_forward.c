@@ -1,9 +1,11 @@
 /* test_model_forward.c: the CPU backend's forward pass against a naive
  * double-precision reference written here from the formulas (direct
  * convolution, per-head attention loops, exact activations), on small
- * random ViTs of several shapes; batch invariance; the int8 path against
- * fp32; the row kernels' AVX2 and portable versions against each other;
- * refusal of unsupported precisions and bad batch sizes.
+ * random ViTs of several shapes; batch invariance; forward_rows (images in
+ * scattered buffers) against forward, directly and through the model's
+ * gather fallback; the int8 path against fp32; the row kernels' AVX2 and
+ * portable versions against each other; refusal of unsupported precisions
+ * and bad batch sizes.
  *
  * Weights are random with a fixed seed, built in memory (no loader).  Sizes
  * are small so the test stays fast under ASan.
@@ -368,6 +370,112 @@ static void test_batch_invariance(void **state)
     free(pix);
     free(one);
     free(bat);
+    tmodel_free(&m);
+}
+
+/* forward_rows: each image in its own heap buffer (scattered, with other
+ * allocations between them), handed over in reverse order, gives the bits
+ * of forward() on one contiguous buffer and of single-image forwards; the
+ * same through vs_backend_forward_rows, which gathers for a backend
+ * without forward_rows; bad arguments are refused with logits untouched. */
+static void check_rows(void *ctx, int prec_int8, const struct vs_vit_config *g)
+{
+    enum { N = 5 };
+    const size_t img = (size_t)g->channels * g->image_h * g->image_w;
+    const size_t L = (size_t)g->labels, nl = N * L;
+    float *pix = random_pixels(g, N);
+    float *one = malloc(nl * sizeof(float)), *bat = malloc(nl * sizeof(float));
+    float *got = malloc(nl * sizeof(float));
+    float *buf[N];
+    void *decoy[N];
+    assert_true(one && bat && got);
+    for (int b = 0; b < N; b++) {
+        decoy[b] = malloc(1000 + 4096 * (size_t)b);   /* keeps the buffers apart */
+        buf[b] = malloc(img * sizeof(float));
+        assert_true(decoy[b] && buf[b]);
+        memcpy(buf[b], pix + b * img, img * sizeof(float));
+    }
+    for (int b = 0; b < N; b++) run_forward(ctx, pix + b * img, 1, one + b * L);
+    run_forward(ctx, pix, N, bat);
+    assert_memory_equal(bat, one, nl * sizeof(float));
+
+    struct vs_err err = {0};
+    const float *rev[N], *fwd[N];
+    for (int i = 0; i < N; i++) {
+        rev[i] = buf[N - 1 - i];
+        fwd[i] = buf[i];
+    }
+    for (int n = 1; n <= N; n++) {       /* the last n images, reversed */
+        memset(got, 0xff, nl * sizeof(float));
+        enum vs_status st = vs_backend_cpu.forward_rows(ctx, rev + (N - n), n, got, &err);
+        if (st != VS_OK) fail_msg("forward_rows n=%d: %s", n, err.msg);
+        for (int i = 0; i < n; i++)      /* rev[N - n + i] = buf[n - 1 - i] */
+            assert_memory_equal(got + i * L, one + (size_t)(n - 1 - i) * L, L * sizeof(float));
+    }
+    assert_int_equal(vs_backend_cpu.forward_rows(ctx, fwd, N, got, &err), VS_OK);
+    assert_memory_equal(got, bat, nl * sizeof(float));
+    /* the same image twice in one batch */
+    const float *dup[3] = {buf[2], buf[2], buf[0]};
+    assert_int_equal(vs_backend_cpu.forward_rows(ctx, dup, 3, got, &err), VS_OK);
+    assert_memory_equal(got, one + 2 * L, L * sizeof(float));
+    assert_memory_equal(got + L, one + 2 * L, L * sizeof(float));
+    assert_memory_equal(got + 2 * L, one, L * sizeof(float));
+
+    /* the model's helper: rows straight to the backend (no gather buffer
+     * needed), and gathered for a backend that lacks forward_rows */
+    struct vs_backend_ops no_rows = vs_backend_cpu;
+    no_rows.forward_rows = NULL;
+    float *gather = malloc((size_t)N * img * sizeof(float));
+    assert_non_null(gather);
+    memset(got, 0xff, nl * sizeof(float));
+    assert_int_equal(vs_backend_forward_rows(&vs_backend_cpu, ctx, NULL, img, rev, N, got, &err),
+                     VS_OK);
+    for (int i = 0; i < N; i++)
+        assert_memory_equal(got + i * L, one + (size_t)(N - 1 - i) * L, L * sizeof(float));
+    memset(got, 0xff, nl * sizeof(float));
+    assert_int_equal(vs_backend_forward_rows(&no_rows, ctx, gather, img, rev, N, got, &err),
+                     VS_OK);
+    for (int i = 0; i < N; i++)
+        assert_memory_equal(got + i * L, one + (size_t)(N - 1 - i) * L, L * sizeof(float));
+    /* it did gather: the buffer holds the images in rows' order */
+    for (int i = 0; i < N; i++)
+        assert_memory_equal(gather + i * img, rev[i], img * sizeof(float));
+
+    /* refusals, logits untouched */
+    memset(got, 0, nl * sizeof(float));
+    float *zero = calloc(nl, sizeof(float));
+    assert_non_null(zero);
+    assert_int_equal(vs_backend_cpu.forward_rows(ctx, fwd, 0, got, &err), VS_BAD_INPUT);
+    assert_int_equal(vs_backend_cpu.forward_rows(ctx, fwd, N + 1, got, &err), VS_BAD_INPUT);
+    assert_non_null(strstr(err.msg, "6"));
+    assert_int_equal(vs_backend_cpu.forward_rows(ctx, NULL, 1, got, &err), VS_BAD_INPUT);
+    assert_int_equal(vs_backend_cpu.forward_rows(ctx, fwd, 1, NULL, &err), VS_BAD_INPUT);
+    const float *hole[2] = {buf[0], NULL};
+    err.msg[0] = '\0';
+    assert_int_equal(vs_backend_forward_rows(&no_rows, ctx, gather, img, hole, 2, got, &err),
+                     VS_BAD_INPUT);
+    assert_non_null(strstr(err.msg, "image 1 of 2"));
+    assert_int_equal(vs_backend_forward_rows(&vs_backend_cpu, ctx, NULL, img, hole, 2, got, &err),
+                     VS_BAD_INPUT);
+    assert_memory_equal(got, zero, nl * sizeof(float));
+    print_message("  %s: forward_rows (scattered, reversed, duplicated; gathered fallback) "
+                  "== forward == singles, bitwise\n", prec_int8 ? "int8" : "fp32");
+
+    for (int b = 0; b < N; b++) { free(buf[b]); free(decoy[b]); }
+    free(gather); free(pix); free(one); free(bat); free(got); free(zero);
+}
+
+static void test_forward_rows(void **state)
+{
+    (void)state;
+    struct tmodel m;
+    tmodel_init(&m, 3, 32, 32, 8, 32, 4, 64, 2, 7, VS_ACT_GELU, true, 33);
+    void *ctx = backend_new(&m, VS_PRECISION_FP32, 5);
+    check_rows(ctx, 0, &m.cfg);
+    vs_backend_cpu.destroy(ctx);
+    ctx = backend_new(&m, VS_PRECISION_INT8, 5);
+    check_rows(ctx, 1, &m.cfg);
+    vs_backend_cpu.destroy(ctx);
     tmodel_free(&m);
 }
 
@@ -794,6 +902,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_ref_one_head_no_qkv_bias),
         cmocka_unit_test(test_ref_every_activation),
         cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_forward_rows),
         cmocka_unit_test(test_int8_close_to_fp32),
         cmocka_unit_test(test_unsupported_and_bad_batch),
     };

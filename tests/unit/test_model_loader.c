@@ -4,6 +4,7 @@
  * F16 / BF16 / sharded checkpoints from vs-gen_vit giving the same logits
  * as an F32 checkpoint holding the same (rounded) values; load_weights =
  * false; every info field against values computed here from the config;
+ * vs_model_forward_rows against vs_model_forward (same bits, same checks);
  * the small parsers, scores and top-k.  Checkpoints go to $VS_TMP.
  * Single-threaded (it sets environment variables).
  */
@@ -358,6 +359,58 @@ static void test_info(void **state)
     vs_model_destroy(NULL);
 }
 
+/* vs_model_forward_rows: images in their own buffers, in any order, give
+ * vs_model_forward's bits; the same refusals (batch bounds, no weights)
+ * plus NULL rows. */
+static void test_forward_rows(void **state)
+{
+    (void)state;
+    char dir[1200];
+    gen("rows", "--preset tiny --seed 3", dir, sizeof dir);
+    enum { N = 4 };
+    struct vs_model *m = load(dir, true, N);
+    const struct vs_model_info *mi = vs_model_info(m);
+    const size_t img = (size_t)mi->num_channels * mi->image_height * mi->image_width;
+    const size_t L = (size_t)mi->num_labels;
+    float *px = random_pixels(mi, N, 21), *want = run(m, px, N);
+    float *buf[N], *got = malloc(N * L * sizeof *got);
+    const float *rows[N];
+    assert_non_null(got);
+    for (int i = 0; i < N; i++) {
+        buf[i] = malloc(img * sizeof(float));
+        assert_non_null(buf[i]);
+        memcpy(buf[i], px + i * img, img * sizeof(float));
+    }
+    for (int i = 0; i < N; i++) rows[i] = buf[N - 1 - i];   /* reversed */
+    struct vs_err e = {0};
+    enum vs_status s = vs_model_forward_rows(m, rows, N, got, &e);
+    if (s) print_error("forward_rows: %s\n", e.msg);
+    assert_int_equal(s, VS_OK);
+    for (int i = 0; i < N; i++)
+        assert_memory_equal(got + i * L, want + (size_t)(N - 1 - i) * L, L * sizeof(float));
+    assert_true(max_diff(want, want + L, (int)L) > 0);   /* the images differ */
+    /* one image: the same as that image alone */
+    float *single = run(m, buf[2], 1);
+    assert_int_equal(vs_model_forward_rows(m, &rows[1], 1, got, &e), VS_OK);  /* buf[2] */
+    assert_memory_equal(got, single, L * sizeof(float));
+    free(single);
+    /* refusals */
+    assert_int_equal(vs_model_forward_rows(m, rows, 0, got, &e), VS_BAD_INPUT);
+    assert_int_equal(vs_model_forward_rows(m, rows, N + 1, got, &e), VS_BAD_INPUT);
+    assert_non_null(strstr(e.msg, "max_batch"));
+    assert_int_equal(vs_model_forward_rows(m, NULL, 1, got, &e), VS_BAD_INPUT);
+    assert_int_equal(vs_model_forward_rows(m, rows, 1, NULL, &e), VS_BAD_INPUT);
+    const float *hole[2] = {buf[0], NULL};
+    assert_int_equal(vs_model_forward_rows(m, hole, 2, got, &e), VS_BAD_INPUT);
+    assert_non_null(strstr(e.msg, "NULL"));
+    vs_model_destroy(m);
+    m = load(dir, false, N);
+    assert_int_equal(vs_model_forward_rows(m, rows, 1, got, &e), VS_UNSUPPORTED);
+    vs_model_destroy(m);
+    for (int i = 0; i < N; i++) free(buf[i]);
+    free(px); free(want); free(got);
+}
+
 static void test_variants(void **state)
 {
     (void)state;
@@ -516,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_scores_topk),
         cmocka_unit_test(test_hub_resolution),
         cmocka_unit_test(test_info),
+        cmocka_unit_test(test_forward_rows),
         cmocka_unit_test(test_variants),
         cmocka_unit_test(test_dtypes_and_shards),
     };

@@ -1,7 +1,9 @@
 /* test_serve_batcher.c: the dynamic batcher (src/serve/batcher.c) with a
  * fake compute function: batches formed up to max_batch, the timeout flush
  * of a lone item, queue full -> VS_BUSY, items past their deadline dropped
- * before compute, compute errors reaching every item, draining on destroy.
+ * before compute, compute errors reaching every item, draining on destroy;
+ * compute() gets the submitters' own input buffers as rows (no copy), in
+ * FIFO order.
  * VS_TEST_LABELS: tsan */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +19,8 @@
 
 #define IN 4   /* floats per input row */
 #define OUT 2  /* floats per output row */
+#define SEEN 64
+
 
 struct fake {
     atomic_int calls;
@@ -26,10 +30,14 @@ struct fake {
     atomic_int in_compute;
     enum vs_status fail_with;
     atomic_int observed_batches;
+    /* every row pointer compute() was given, in call order (written on the
+     * batcher thread, read after vs_batcher_wait / destroy) */
+    const float *seen[SEEN];
+    int n_seen;
 };
 
-/* out[i] = {sum(in[i]), n}: proves rows are not mixed up. */
-static enum vs_status fake_compute(void *ctx, const float *in, int n, float *out,
+/* out[i] = {sum(rows[i]), n}: proves rows are not mixed up. */
+static enum vs_status fake_compute(void *ctx, const float *const *rows, int n, float *out,
                                    struct vs_err *err)
 {
     struct fake *f = ctx;
@@ -40,12 +48,13 @@ static enum vs_status fake_compute(void *ctx, const float *in, int n, float *out
     }
     atomic_fetch_add(&f->calls, 1);
     atomic_fetch_add(&f->rows, n);
+    for (int i = 0; i < n && f->n_seen < SEEN; i++) f->seen[f->n_seen++] = rows[i];
     int m = atomic_load(&f->max_n);
     while (n > m && !atomic_compare_exchange_weak(&f->max_n, &m, n)) {}
     if (f->fail_with) return vs_err_set(err, f->fail_with, "fake backend failure");
     for (int i = 0; i < n; i++) {
         float s = 0;
-        for (int j = 0; j < IN; j++) s += in[i * IN + j];
+        for (int j = 0; j < IN; j++) s += rows[i][j];
         out[i * OUT] = s;
         out[i * OUT + 1] = (float)n;
     }
@@ -62,7 +71,7 @@ static void fake_observe(void *ctx, int n, const double *wait_s)
 static struct vs_batcher *make(struct fake *f, int max_batch, int timeout_ms, int max_queue)
 {
     struct vs_batcher_config cfg = {.max_batch = max_batch, .timeout_ms = timeout_ms,
-                                    .max_queue = max_queue, .in_floats = IN, .out_floats = OUT,
+                                    .max_queue = max_queue, .out_floats = OUT,
                                     .compute = fake_compute, .observe = fake_observe, .ctx = f};
     struct vs_batcher *b = NULL;
     assert_int_equal(vs_batcher_create(&cfg, &b, NULL), VS_OK);
@@ -101,6 +110,9 @@ static void test_group_forms_batches(void **state)
         assert_true(x[i].out[0] == 4.0f * (float)i); /* its own row */
         assert_int_equal(x[i].it.batch_size, 4);
     }
+    /* compute() read each submitter's own buffer (not a copy), in FIFO order */
+    assert_int_equal(f.n_seen, 8);
+    for (int i = 0; i < 8; i++) assert_ptr_equal(f.seen[i], x[i].in);
     vs_batcher_destroy(b); /* nothing queued: returns at once */
     assert_int_equal(atomic_load(&f.observed_batches), 2);
 }
@@ -160,6 +172,10 @@ static void test_queue_full_and_deadline(void **state)
     assert_int_equal(x[2].it.status, VS_OK);
     assert_int_equal(x[3].it.status, VS_OK);
     assert_int_equal(atomic_load(&f.rows), 3); /* the dropped item never reached compute */
+    assert_int_equal(f.n_seen, 3);
+    assert_ptr_equal(f.seen[0], x[0].in);
+    assert_ptr_equal(f.seen[1], x[2].in);
+    assert_ptr_equal(f.seen[2], x[3].in);
     vs_batcher_destroy(b);
 }
 
@@ -175,6 +191,9 @@ static void test_oversized_group_into_empty_queue(void **state)
     vs_batcher_wait(b, items, 5);
     for (int i = 0; i < 5; i++) assert_int_equal(x[i].it.status, VS_OK);
     assert_int_equal(atomic_load(&f.max_n), 2);
+    /* split 2 + 2 + 1 across batches, still in the group's order */
+    assert_int_equal(f.n_seen, 5);
+    for (int i = 0; i < 5; i++) assert_ptr_equal(f.seen[i], x[i].in);
     vs_batcher_destroy(b);
 }
 
@@ -193,6 +212,41 @@ static void test_compute_error(void **state)
         assert_int_equal(x[i].it.status, VS_BACKEND);
         assert_string_equal(x[i].it.msg, "fake backend failure");
     }
+    vs_batcher_destroy(b);
+}
+
+/* Groups queued while a pass runs share the next batch: compute() gets
+ * their rows in submission order, each row the submitter's own buffer. */
+static void test_rows_fifo_across_groups(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    atomic_store(&f.gate, 1);
+    struct vs_batcher *b = make(&f, 8, 0, 64);
+    enum { N = 7 };
+    struct item_buf x[N];
+    struct vs_batch_item *items[N];
+    for (int i = 0; i < N; i++) { prep(&x[i], (float)(10 + i), 0); items[i] = &x[i].it; }
+    assert_int_equal(vs_batcher_submit(b, &items[0], 1, NULL), VS_OK);
+    while (!atomic_load(&f.in_compute)) {   /* item 0 taken, its pass blocked */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(vs_batcher_submit(b, &items[1], 2, NULL), VS_OK);  /* 1, 2 */
+    assert_int_equal(vs_batcher_submit(b, &items[3], 1, NULL), VS_OK);  /* 3 */
+    assert_int_equal(vs_batcher_submit(b, &items[4], 3, NULL), VS_OK);  /* 4, 5, 6 */
+    atomic_store(&f.gate, 0);
+    vs_batcher_wait(b, items, N);
+    assert_int_equal(atomic_load(&f.calls), 2);
+    assert_int_equal(x[0].it.batch_size, 1);
+    for (int i = 1; i < N; i++) {
+        assert_int_equal(x[i].it.status, VS_OK);
+        assert_int_equal(x[i].it.batch_size, 6);
+        assert_true(x[i].out[0] == 4.0f * (float)(10 + i));
+        assert_true(x[i].out[1] == 6.0f);
+    }
+    assert_int_equal(f.n_seen, N);
+    for (int i = 0; i < N; i++) assert_ptr_equal(f.seen[i], x[i].in);
     vs_batcher_destroy(b);
 }
 
@@ -232,13 +286,20 @@ static void test_concurrent_clients(void **state)
     }
     assert_int_equal(atomic_load(&f.rows), N);
     assert_true(atomic_load(&f.calls) < N); /* some batches held several clients */
+    /* each client's own buffer reached compute() exactly once */
+    assert_int_equal(f.n_seen, N);
+    for (int i = 0; i < N; i++) {
+        int hits = 0;
+        for (int k = 0; k < N; k++) hits += f.seen[k] == cl[i].x.in;
+        assert_int_equal(hits, 1);
+    }
     vs_batcher_destroy(b);
 }
 
 static void test_bad_config(void **state)
 {
     (void)state;
-    struct vs_batcher_config cfg = {.max_batch = 0, .max_queue = 1, .in_floats = 1,
+    struct vs_batcher_config cfg = {.max_batch = 0, .max_queue = 1,
                                     .out_floats = 1, .compute = fake_compute};
     struct vs_batcher *b = NULL;
     struct vs_err err = {0};
@@ -255,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_queue_full_and_deadline),
         cmocka_unit_test(test_oversized_group_into_empty_queue),
         cmocka_unit_test(test_compute_error),
+        cmocka_unit_test(test_rows_fifo_across_groups),
         cmocka_unit_test(test_concurrent_clients),
         cmocka_unit_test(test_bad_config),
     };
