@@ -80,6 +80,15 @@ struct vs_backend_opts {
                          * (long-running processes: serve, bench) */
 };
 
+/* The CUDA backend is a separately built plugin that hands over its ops
+ * table by address: bump VS_BACKEND_OPS_VERSION whenever the table or a
+ * struct it passes changes, so that a plugin from another build is refused
+ * (cuda_plugin.c) instead of having its slots misread. */
+#define VS_BACKEND_OPS_VERSION 2u
+#define VS_BACKEND_ABI                                                                    \
+    (VS_BACKEND_OPS_VERSION * 1000000u + (unsigned)sizeof(struct vs_backend_ops) * 1000u + \
+     (unsigned)sizeof(struct vs_backend_opts))
+
 struct vs_backend_ops {
     const char *name;   /* "cpu", "cuda" */
 

@@ -1324,6 +1324,10 @@ static void cuda_status(void *vctx, struct vs_device_status *out, char *pci_bus_
     (void)cudaGetLastError();
 }
 
+/* what cuda_plugin.c checks before it uses the table below */
+extern "C" __attribute__((visibility("default")))
+const unsigned vs_cuda_plugin_abi = VS_BACKEND_ABI;
+
 extern "C" __attribute__((visibility("default")))
 const struct vs_backend_ops vs_cuda_plugin_backend = {
     "cuda",

@@ -58,8 +58,16 @@ static void load(void)
     if (!h) return;
     plugin = dlsym(h, "vs_cuda_plugin_backend");
     *(void **)&plugin_count = dlsym(h, "vs_cuda_plugin_device_count");
-    if (!plugin || !plugin_count) {
-        snprintf(load_error, sizeof load_error, PLUGIN_NAME " lacks its entry points");
+    const unsigned *abi = dlsym(h, "vs_cuda_plugin_abi");
+    if (!plugin || !plugin_count || !abi) {
+        snprintf(load_error, sizeof load_error, PLUGIN_NAME " lacks its entry points "
+                 "(built from another version of vitserve?)");
+        plugin = NULL;
+        plugin_count = NULL;
+    } else if (*abi != VS_BACKEND_ABI) {
+        snprintf(load_error, sizeof load_error, PLUGIN_NAME " was built from another version "
+                 "of vitserve (backend interface %u, this binary %u): rebuild or reinstall it "
+                 "with this binary", *abi, (unsigned)VS_BACKEND_ABI);
         plugin = NULL;
         plugin_count = NULL;
     }
