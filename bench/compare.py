@@ -43,6 +43,10 @@ def main():
     ap.add_argument("--no-slow-torch", action="store_true",
                     help="skip PyTorch with the misdetected OpenBLAS kernel")
     ap.add_argument("--int8", action="store_true", help="also vitserve --precision int8 and torch quantize_dynamic")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated engine kinds to leave out (vitserve fp32, the base, always runs): vs8, torch (the OpenBLAS-"
+                         "tuned run; on a machine without OpenBLAS it is the reference BLAS, ~18 s "
+                         "per image), torchdnn, torch8, ort")
     a = ap.parse_args()
 
     vitserve = os.path.join(a.build, "src", "vitserve")
@@ -79,6 +83,8 @@ def main():
         engines.append(("vitserve int8", "vs8", {}))
         engines.append(("torch int8 dynamic", "torch8", {"OPENBLAS_CORETYPE": core}))
 
+    skip = {k for k in a.skip.split(",") if k}
+    engines = [e for e in engines if e[1] not in skip or e[1] == "vs"]
     batches = [int(b) for b in a.batches.split(",")]
     results = {}   # (engine, batch) -> [median ms per round]
     logits = {}    # (engine, batch) -> array
