@@ -19,7 +19,7 @@
 #include <string.h>
 #include <time.h>
 
-enum entry_state { ST_PENDING, ST_READY, ST_FAILED };
+enum entry_state { ST_PENDING, ST_READY, ST_FAILED, ST_ABANDONED };
 
 struct vs_rcache_entry {
     uint8_t key[32];
@@ -29,7 +29,7 @@ struct vs_rcache_entry {
     uint64_t stamp_ms;                  /* when filled (TTL origin) */
     struct vs_rcache_entry *hnext;      /* hash chain */
     struct vs_rcache_entry *prev, *next;/* LRU list (READY + in_table only) */
-    struct vs_err fail;                 /* ST_FAILED: why */
+    struct vs_err fail;                 /* ST_FAILED, ST_ABANDONED: why */
     int n;
     float *values;                      /* n floats once READY */
 };
@@ -223,21 +223,35 @@ enum vs_status vs_rcache_fill(struct vs_rcache *c, struct vs_rcache_entry *e,
     return VS_OK;
 }
 
-void vs_rcache_fail(struct vs_rcache *c, struct vs_rcache_entry *e, const struct vs_err *why)
+/* Ends a claim without values: records why, forgets the key, wakes the
+ * waiters. */
+static void end_claim(struct vs_rcache *c, struct vs_rcache_entry *e, enum entry_state to,
+                      const struct vs_err *why, const char *default_msg)
 {
     pthread_mutex_lock(&c->mu);
     VS_ASSERT(e->state == ST_PENDING);
-    e->state = ST_FAILED;
+    e->state = to;
     if (why) e->fail = *why;
-    else vs_err_set(&e->fail, VS_BACKEND, "computation failed");
+    else vs_err_set(&e->fail, VS_BACKEND, "%s", default_msg);
     if (e->in_table) table_remove(c, e);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
 
-enum vs_status vs_rcache_wait(struct vs_rcache *c, struct vs_rcache_entry *e,
-                              uint64_t deadline_ns, struct vs_err *err)
+void vs_rcache_fail(struct vs_rcache *c, struct vs_rcache_entry *e, const struct vs_err *why)
 {
+    end_claim(c, e, ST_FAILED, why, "computation failed");
+}
+
+void vs_rcache_abandon(struct vs_rcache *c, struct vs_rcache_entry *e, const struct vs_err *why)
+{
+    end_claim(c, e, ST_ABANDONED, why, "the claimant gave the key up");
+}
+
+enum vs_status vs_rcache_wait(struct vs_rcache *c, struct vs_rcache_entry *e,
+                              uint64_t deadline_ns, bool *abandoned, struct vs_err *err)
+{
+    if (abandoned) *abandoned = false;
     struct timespec ts = {
         .tv_sec = (time_t)(deadline_ns / 1000000000u),
         .tv_nsec = (long)(deadline_ns % 1000000000u),
@@ -257,6 +271,7 @@ enum vs_status vs_rcache_wait(struct vs_rcache *c, struct vs_rcache_entry *e,
     struct vs_err why = e->fail;
     pthread_mutex_unlock(&c->mu);
     if (st == ST_READY) return VS_OK;
+    if (abandoned) *abandoned = st == ST_ABANDONED;
     if (err) *err = why;
     return why.status ? why.status : VS_BACKEND;
 }

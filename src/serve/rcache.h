@@ -13,10 +13,12 @@
  *
  * Protocol for one key:
  *   HIT      the entry is ready: read vs_rcache_values(), then release.
- *   CLAIMED  the caller must compute it and call vs_rcache_fill() or
- *            vs_rcache_fail(), then release.  A caller must never wait for
- *            another entry while holding an unfilled claim (deadlock).
- *   PENDING  someone else computes it: vs_rcache_wait(), then release.
+ *   CLAIMED  the caller must compute it and call vs_rcache_fill(),
+ *            vs_rcache_fail() or vs_rcache_abandon(), then release.  A
+ *            caller must never wait for another entry while holding an
+ *            unfilled claim (deadlock).
+ *   PENDING  someone else computes it: vs_rcache_wait(), then release; if
+ *            the claimant abandoned the key, look it up again.
  * With capacity 0 the cache is disabled: every lookup is CLAIMED on a
  * private entry that fill() completes without storing it (no single-flight).
  *
@@ -25,6 +27,7 @@
 #ifndef VS_SERVE_RCACHE_H
 #define VS_SERVE_RCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,16 +63,28 @@ enum vs_status vs_rcache_fill(struct vs_rcache *c, struct vs_rcache_entry *e,
                               const float *values, int n, uint64_t now_ms,
                               struct vs_err *err);
 
-/* Claimant only: the computation failed with *why; the waiters get the same
- * status and message, and the key is forgotten. */
+/* Claimant only: computing the key failed with *why, a verdict on the
+ * image itself (it does not decode, the engine failed on it); the waiters
+ * get the same status and message, and the key is forgotten. */
 void vs_rcache_fail(struct vs_rcache *c, struct vs_rcache_entry *e,
                     const struct vs_err *why);
 
-/* Waits until a PENDING entry is filled or failed, at most until the
- * monotonic deadline (vs_now_ns() scale; 0 = no deadline).  Returns VS_OK
- * when the values are ready, the claimant's failure, or VS_TIMEOUT. */
+/* Claimant only: gives the key up, uncomputed, for a reason of the
+ * claimant's own (its deadline passed before its batch ran, the queue
+ * refused its group, it stopped on another image): the key is forgotten and
+ * the waiters' vs_rcache_wait() reports it abandoned, so that each can look
+ * the key up again and claim it or wait on the next claimant, on its own
+ * deadline.  *why (may be NULL) is passed along for information. */
+void vs_rcache_abandon(struct vs_rcache *c, struct vs_rcache_entry *e,
+                       const struct vs_err *why);
+
+/* Waits until a PENDING entry is filled, failed or abandoned, at most until
+ * the monotonic deadline (vs_now_ns() scale; 0 = no deadline).  Returns
+ * VS_OK when the values are ready; VS_TIMEOUT at the deadline; else the
+ * claimant's status and message, with *abandoned (may be NULL) set to true
+ * when the claimant abandoned the key rather than failed it. */
 enum vs_status vs_rcache_wait(struct vs_rcache *c, struct vs_rcache_entry *e,
-                              uint64_t deadline_ns, struct vs_err *err);
+                              uint64_t deadline_ns, bool *abandoned, struct vs_err *err);
 
 /* Values of a ready entry (HIT, or after a successful fill/wait). */
 const float *vs_rcache_values(const struct vs_rcache_entry *e, int *n);

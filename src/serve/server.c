@@ -555,7 +555,7 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
         struct vs_srv_job *j = &jobs[i];
         if (j->alias >= 0 || j->state == VS_RCACHE_CLAIMED) continue;
         if (j->state == VS_RCACHE_PENDING) {
-            enum vs_status st = vs_rcache_wait(s->cache, j->entry, deadline_ns, err);
+            enum vs_status st = vs_rcache_wait(s->cache, j->entry, deadline_ns, NULL, err);
             if (st) { *bad = i; return st; }
         }
         int m = 0;

@@ -1,6 +1,7 @@
 /* test_serve_rcache.c: the result cache (src/serve/rcache.c) with an
  * injected clock: LRU eviction order, TTL expiry, capacity 0, reference
- * counts across eviction, and single-flight across threads.
+ * counts across eviction, and single-flight across threads (the claimant
+ * fills, fails, or abandons the key and a waiter takes it over).
  * VS_TEST_LABELS: tsan */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -137,8 +138,13 @@ struct sf_arg {
     struct vs_rcache *c;
     int state;
     enum vs_status wait_status;
+    bool abandoned;
     float value;
     char msg[512];
+    /* after an abandoned wait: how the key was looked up again, and the
+     * value then read (computed here if this thread claimed it) */
+    int state2;
+    float value2;
 };
 
 static void *sf_waiter(void *p)
@@ -150,15 +156,30 @@ static void *sf_waiter(void *p)
     a->state = vs_rcache_lookup(a->c, k, 0, &e);
     if (a->state == VS_RCACHE_PENDING) {
         struct vs_err err = {0};
-        a->wait_status = vs_rcache_wait(a->c, e, 0, &err);
+        a->wait_status = vs_rcache_wait(a->c, e, 0, &a->abandoned, &err);
         snprintf(a->msg, sizeof a->msg, "%s", err.msg);
         if (a->wait_status == VS_OK) a->value = vs_rcache_values(e, NULL)[0];
     }
     vs_rcache_release(a->c, e);
+    if (a->abandoned) {
+        /* Take over: claim and compute, or wait on whoever claimed first. */
+        a->state2 = vs_rcache_lookup(a->c, k, 0, &e);
+        if (a->state2 == VS_RCACHE_CLAIMED) {
+            float v = 4.5f;
+            if (vs_rcache_fill(a->c, e, &v, 1, 0, NULL) == VS_OK) a->value2 = v;
+        } else if (a->state2 == VS_RCACHE_HIT ||
+                   (a->state2 == VS_RCACHE_PENDING &&
+                    vs_rcache_wait(a->c, e, 0, NULL, NULL) == VS_OK)) {
+            a->value2 = vs_rcache_values(e, NULL)[0];
+        }
+        vs_rcache_release(a->c, e);
+    }
     return NULL;
 }
 
-static void single_flight(bool succeed)
+enum sf_end { SF_FILL, SF_FAIL, SF_ABANDON };
+
+static void single_flight(enum sf_end how)
 {
     struct vs_rcache *c;
     assert_int_equal(vs_rcache_create(4, 0, &c, NULL), VS_OK);
@@ -182,35 +203,59 @@ static void single_flight(bool succeed)
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
-    if (succeed) {
+    struct vs_err why;
+    if (how == SF_FILL) {
         float v = 3.5f;
         assert_int_equal(vs_rcache_fill(c, mine, &v, 1, 0, NULL), VS_OK);
-    } else {
-        struct vs_err why;
+    } else if (how == SF_FAIL) {
         vs_err_set(&why, VS_BAD_INPUT, "corrupt JPEG");
         vs_rcache_fail(c, mine, &why);
+    } else {
+        vs_err_set(&why, VS_TIMEOUT, "request deadline passed after 9 ms in the queue");
+        vs_rcache_abandon(c, mine, &why);
     }
     vs_rcache_release(c, mine);
+    int reclaimed = 0;
     for (int i = 0; i < N; i++) {
         pthread_join(th[i], NULL);
         assert_int_equal(args[i].state, VS_RCACHE_PENDING);
-        if (succeed) {
+        if (how == SF_FILL) {
             assert_int_equal(args[i].wait_status, VS_OK);
+            assert_false(args[i].abandoned);
             assert_true(args[i].value == 3.5f);
-        } else {
+        } else if (how == SF_FAIL) {
+            /* the image's own failure is everyone's */
             assert_int_equal(args[i].wait_status, VS_BAD_INPUT);
+            assert_false(args[i].abandoned);
             assert_string_equal(args[i].msg, "corrupt JPEG");
+        } else {
+            /* the claimant's own failure: each waiter is told so, looks the
+             * key up again, and exactly one of them computes it */
+            assert_int_equal(args[i].wait_status, VS_TIMEOUT);
+            assert_true(args[i].abandoned);
+            assert_string_equal(args[i].msg, "request deadline passed after 9 ms in the queue");
+            assert_true(args[i].state2 == VS_RCACHE_CLAIMED || args[i].state2 == VS_RCACHE_PENDING ||
+                        args[i].state2 == VS_RCACHE_HIT);
+            reclaimed += args[i].state2 == VS_RCACHE_CLAIMED;
+            assert_true(args[i].value2 == 4.5f);
         }
     }
     struct vs_rcache_stats s;
     vs_rcache_stats(c, &s);
-    assert_int_equal(s.misses, 1); /* computed once */
-    assert_int_equal(s.entries, succeed ? 1 : 0);
+    if (how == SF_ABANDON) {
+        assert_int_equal(reclaimed, 1);
+        assert_int_equal(s.misses, 2);   /* the abandoned claim and the take-over */
+        assert_int_equal(s.entries, 1);  /* the take-over's values are cached */
+    } else {
+        assert_int_equal(s.misses, 1);   /* computed once */
+        assert_int_equal(s.entries, how == SF_FILL ? 1 : 0);
+    }
     vs_rcache_destroy(c);
 }
 
-static void test_single_flight_fill(void **state) { (void)state; single_flight(true); }
-static void test_single_flight_fail(void **state) { (void)state; single_flight(false); }
+static void test_single_flight_fill(void **state) { (void)state; single_flight(SF_FILL); }
+static void test_single_flight_fail(void **state) { (void)state; single_flight(SF_FAIL); }
+static void test_single_flight_abandon(void **state) { (void)state; single_flight(SF_ABANDON); }
 
 static void test_wait_timeout(void **state)
 {
@@ -223,7 +268,10 @@ static void test_wait_timeout(void **state)
     assert_int_equal(vs_rcache_lookup(c, k, 0, &mine), VS_RCACHE_CLAIMED);
     assert_int_equal(vs_rcache_lookup(c, k, 0, &other), VS_RCACHE_PENDING);
     struct vs_err err = {0};
-    assert_int_equal(vs_rcache_wait(c, other, vs_now_ns() + 20000000u, &err), VS_TIMEOUT);
+    bool abandoned = true;
+    assert_int_equal(vs_rcache_wait(c, other, vs_now_ns() + 20000000u, &abandoned, &err),
+                     VS_TIMEOUT);
+    assert_false(abandoned);
     vs_rcache_release(c, other);
     vs_rcache_fail(c, mine, NULL);
     vs_rcache_release(c, mine);
@@ -239,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_refcount_survives_eviction),
         cmocka_unit_test(test_single_flight_fill),
         cmocka_unit_test(test_single_flight_fail),
+        cmocka_unit_test(test_single_flight_abandon),
         cmocka_unit_test(test_wait_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
