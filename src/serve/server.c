@@ -431,12 +431,14 @@ static enum vs_status prepare_image(struct vs_server *s, struct vs_srv_job *j,
     return st;
 }
 
-/* Releases everything a job holds; a claim not yet completed is failed
- * with *why so that single-flight waiters are released. */
+/* Releases everything a job holds; a claim not yet completed (the request
+ * stopped before computing it) is abandoned with *why, so that
+ * single-flight waiters take the image over instead of sharing a failure
+ * that is not the image's. */
 static void job_cleanup(struct vs_server *s, struct vs_srv_job *j, const struct vs_err *why)
 {
     if (j->entry) {
-        if (j->state == VS_RCACHE_CLAIMED && !j->filled) vs_rcache_fail(s->cache, j->entry, why);
+        if (j->state == VS_RCACHE_CLAIMED && !j->filled) vs_rcache_abandon(s->cache, j->entry, why);
         vs_rcache_release(s->cache, j->entry);
         j->entry = NULL;
     }
@@ -445,21 +447,116 @@ static void job_cleanup(struct vs_server *s, struct vs_srv_job *j, const struct 
     j->pixels = j->logits = NULL;
 }
 
+/* An image of this request that we claimed and have not completed. */
+static bool open_claim(const struct vs_srv_job *j)
+{
+    return j->alias < 0 && !j->done && j->entry && j->state == VS_RCACHE_CLAIMED && !j->filled;
+}
+
+/* Computes this round's claims: decode + preprocess here, outside any lock,
+ * then one group into the batcher, then each claim completed with its own
+ * outcome.  A failure that is the image's (it does not decode; the engine
+ * failed on it) fails the claim for its waiters too; one that is only ours
+ * (the queue refused our group, our deadline passed before the batch ran)
+ * abandons it, and the waiters take the image over on their own deadlines. */
+static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int n, int claimed,
+                                     uint64_t deadline_ns, int *bad, struct vs_err *err)
+{
+    struct vs_server *s = r->s;
+    const int L = s->info->num_labels;
+    struct vs_batch_item **items = calloc((size_t)claimed, sizeof *items);
+    if (!items) return vs_err_set(err, VS_NOMEM, "out of memory");
+    int ni = 0;
+    for (int i = 0; i < n; i++) {
+        struct vs_srv_job *j = &jobs[i];
+        if (!open_claim(j)) continue;
+        enum vs_status st = prepare_image(s, j, err);
+        if (st) {
+            /* The image's verdict: shared.  Our other claims are
+             * abandoned by vs_serve_jobs_free. */
+            *bad = i;
+            vs_rcache_fail(s->cache, j->entry, err);
+            j->filled = true;
+            free(items);
+            return st;
+        }
+        j->item.in = j->pixels;
+        j->item.out = j->logits;
+        j->item.deadline_ns = deadline_ns;
+        items[ni++] = &j->item;
+    }
+    enum vs_status st = vs_batcher_submit(s->batcher, items, ni, err);
+    if (st) {
+        /* Refused (queue full, shutting down): a verdict on our group, not
+         * on the images.  A waiter retries on its own, and its own
+         * (smaller) group may well fit. */
+        struct vs_err why;
+        vs_err_set(&why, st, "the identical request in flight was refused: %s",
+                   err && err->msg[0] ? err->msg : vs_status_str(st));
+        for (int i = 0; i < n; i++) {
+            struct vs_srv_job *j = &jobs[i];
+            if (!open_claim(j)) continue;
+            vs_rcache_abandon(s->cache, j->entry, &why);
+            j->filled = true;
+        }
+        free(items);
+        return st;
+    }
+    vs_batcher_wait(s->batcher, items, ni);
+    free(items);
+    /* Complete every claim with its own outcome (waiters of a computed image
+     * get it even if another image of this request failed). */
+    enum vs_status first = VS_OK;
+    for (int i = 0; i < n; i++) {
+        struct vs_srv_job *j = &jobs[i];
+        if (!open_claim(j)) continue;
+        r->batch_size = VS_MAX(r->batch_size, j->item.batch_size);
+        r->queue_ms = VS_MAX(r->queue_ms, (double)j->item.queue_ns / 1e6);
+        free(j->pixels);
+        j->pixels = NULL;
+        struct vs_err e = {0};
+        if (j->item.status == VS_TIMEOUT) {
+            /* Dropped uncomputed: our deadline passed in the queue. */
+            st = vs_err_set(&e, VS_TIMEOUT, "%s", j->item.msg);
+            vs_rcache_abandon(s->cache, j->entry, &e);
+        } else if (j->item.status) {
+            st = vs_err_set(&e, j->item.status, "%s", j->item.msg);
+            vs_rcache_fail(s->cache, j->entry, &e);
+        } else {
+            st = vs_rcache_fill(s->cache, j->entry, j->logits, L, (uint64_t)vs_now_ms(), &e);
+            j->done = st == VS_OK;
+        }
+        j->filled = true;
+        if (st && !first) {
+            first = st;
+            *bad = i;
+            if (err) *err = e;
+        }
+    }
+    return first;
+}
+
 /* Runs n images through cache + batcher.  On success every job has
- * logits; *from_cache tells whether none of them needed a forward pass.
- * On failure *bad is the index of the image at fault (or -1). */
+ * logits; r->cache_hit tells whether none of them needed a forward pass.
+ * On failure *bad is the index of the image at fault (or -1).
+ *
+ * In rounds: look up every image not yet done, compute our claims, then
+ * wait for the images others compute.  An image whose claimant abandoned it
+ * (see compute_claims) goes into the next round while our own deadline is
+ * ahead: we claim and compute it ourselves, or wait on whoever claimed it
+ * first.  Each further round needs another request to have given an image
+ * up, and every wait ends at our deadline. */
 enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
                                  uint64_t deadline_ns, int *bad, struct vs_err *err)
 {
     struct vs_server *s = r->s;
     const struct vs_model_info *in = s->info;
     const int L = in->num_labels;
-    uint64_t now_ms = (uint64_t)vs_now_ms();
     *bad = -1;
-    int claimed = 0, from_cache = 1;
+    int from_cache = 1;
 
-    /* 1. Key every image (SHA-256 of the bytes, bound to the model), fold
-     *    duplicates within the request, look each key up once. */
+    /* 1. Key every image (SHA-256 of the bytes, bound to the model) and
+     *    fold duplicates within the request. */
     for (int i = 0; i < n; i++) {
         struct vs_srv_job *j = &jobs[i];
         uint8_t both[64];
@@ -472,96 +569,59 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
         if (j->alias >= 0) continue;
         j->logits = malloc((size_t)L * sizeof(float));
         if (!j->logits) return vs_err_set(err, VS_NOMEM, "out of memory for %d logits", L);
-        int state = vs_rcache_lookup(s->cache, j->key, now_ms, &j->entry);
-        if (state < 0) return vs_err_set(err, VS_NOMEM, "result cache: out of memory");
-        j->state = state;
-        if (state == VS_RCACHE_CLAIMED) claimed++;
-        if (state != VS_RCACHE_HIT) from_cache = 0;
     }
 
-    /* 2. Decode + preprocess our claims here, outside any lock. */
-    struct vs_batch_item **items = claimed ? calloc((size_t)claimed, sizeof *items) : NULL;
-    if (claimed && !items) return vs_err_set(err, VS_NOMEM, "out of memory");
-    int ni = 0;
-    for (int i = 0; i < n; i++) {
-        struct vs_srv_job *j = &jobs[i];
-        if (j->alias >= 0 || j->state != VS_RCACHE_CLAIMED) continue;
-        enum vs_status st = prepare_image(s, j, err);
-        if (st) {
-            *bad = i;
-            vs_rcache_fail(s->cache, j->entry, err);
-            j->filled = true;
-            free(items);
-            return st;
-        }
-        j->item.in = j->pixels;
-        j->item.out = j->logits;
-        j->item.deadline_ns = deadline_ns;
-        items[ni++] = &j->item;
-    }
-
-    /* 3. One group into the batcher; wait for its forward passes. */
-    if (ni > 0) {
-        enum vs_status st = vs_batcher_submit(s->batcher, items, ni, err);
-        if (st) {
-            /* Refused (queue full, shutting down): requests waiting for
-             * one of our images (single flight) are refused with the same
-             * status and told why, not "failed on another image". */
-            struct vs_err why;
-            vs_err_set(&why, st, "an identical request in flight was refused: %s",
-                       err && err->msg[0] ? err->msg : vs_status_str(st));
-            for (int i = 0; i < n; i++) {
-                struct vs_srv_job *j = &jobs[i];
-                if (j->alias >= 0 || j->state != VS_RCACHE_CLAIMED || j->filled) continue;
-                vs_rcache_fail(s->cache, j->entry, &why);
-                j->filled = true;
-            }
-            free(items);
-            return st;
-        }
-        vs_batcher_wait(s->batcher, items, ni);
-        free(items);
-        /* Complete every claim with its own outcome (waiters of a computed
-         * image get it even if another image of this request failed). */
-        enum vs_status first = VS_OK;
+    for (int todo = 1; todo;) {
+        /* 2. Look up each image not yet done, once per round. */
+        uint64_t now_ms = (uint64_t)vs_now_ms();
+        int claimed = 0;
         for (int i = 0; i < n; i++) {
             struct vs_srv_job *j = &jobs[i];
-            if (j->alias >= 0 || j->state != VS_RCACHE_CLAIMED) continue;
-            r->batch_size = VS_MAX(r->batch_size, j->item.batch_size);
-            r->queue_ms = VS_MAX(r->queue_ms, (double)j->item.queue_ns / 1e6);
-            free(j->pixels);
-            j->pixels = NULL;
-            struct vs_err e = {0};
-            if (j->item.status) {
-                st = vs_err_set(&e, j->item.status, "%s", j->item.msg);
-                vs_rcache_fail(s->cache, j->entry, &e);
-            } else {
-                st = vs_rcache_fill(s->cache, j->entry, j->logits, L, (uint64_t)vs_now_ms(), &e);
-            }
-            j->filled = true;
-            if (st && !first) {
-                first = st;
-                *bad = i;
-                if (err) *err = e;
-            }
+            if (j->alias >= 0 || j->done) continue;
+            int state = vs_rcache_lookup(s->cache, j->key, now_ms, &j->entry);
+            if (state < 0) return vs_err_set(err, VS_NOMEM, "result cache: out of memory");
+            j->state = state;
+            j->filled = false;
+            if (state == VS_RCACHE_CLAIMED) claimed++;
+            if (state != VS_RCACHE_HIT) from_cache = 0;
         }
-        if (first) return first;
-    } else {
-        free(items);
-    }
 
-    /* 4. Hits and single-flight waits (only now: we hold no open claim). */
-    for (int i = 0; i < n; i++) {
-        struct vs_srv_job *j = &jobs[i];
-        if (j->alias >= 0 || j->state == VS_RCACHE_CLAIMED) continue;
-        if (j->state == VS_RCACHE_PENDING) {
-            enum vs_status st = vs_rcache_wait(s->cache, j->entry, deadline_ns, NULL, err);
-            if (st) { *bad = i; return st; }
+        /* 3. Our claims, before any wait (a request never waits while it
+         *    holds an open claim: no deadlock between requests). */
+        if (claimed) {
+            enum vs_status st = compute_claims(r, jobs, n, claimed, deadline_ns, bad, err);
+            if (st) return st;
         }
-        int m = 0;
-        const float *v = vs_rcache_values(j->entry, &m);
-        if (m != L) return vs_err_set(err, VS_BACKEND, "cache entry has %d values, not %d", m, L);
-        memcpy(j->logits, v, (size_t)L * sizeof(float));
+
+        /* 4. Hits, and the images others compute. */
+        todo = 0;
+        for (int i = 0; i < n; i++) {
+            struct vs_srv_job *j = &jobs[i];
+            if (j->alias >= 0 || j->done) continue;
+            if (j->state == VS_RCACHE_PENDING) {
+                bool abandoned = false;
+                enum vs_status st = vs_rcache_wait(s->cache, j->entry, deadline_ns, &abandoned, err);
+                if (st && abandoned) {
+                    /* Its claimant gave it up for a reason of its own. */
+                    vs_rcache_release(s->cache, j->entry);
+                    j->entry = NULL;
+                    if (!deadline_ns || vs_now_ns() < deadline_ns) {
+                        todo = 1;
+                        continue;
+                    }
+                    *bad = i;
+                    return vs_err_set(err, VS_TIMEOUT,
+                                      "request deadline passed while waiting for an identical "
+                                      "request in flight");
+                }
+                if (st) { *bad = i; return st; }
+            }
+            int m = 0;
+            const float *v = vs_rcache_values(j->entry, &m);
+            if (m != L) return vs_err_set(err, VS_BACKEND, "cache entry has %d values, not %d", m, L);
+            memcpy(j->logits, v, (size_t)L * sizeof(float));
+            j->done = true;
+        }
     }
     r->cache_hit = from_cache;
     return VS_OK;
@@ -572,7 +632,7 @@ void vs_serve_jobs_free(struct vs_server *s, struct vs_srv_job *jobs, int n)
     for (int i = 0; i < n; i++) {
         struct vs_err cancelled;
         vs_err_set(&cancelled, VS_BUSY,
-                   "an identical request in flight failed on another image; retry");
+                   "the identical request in flight stopped on another image");
         job_cleanup(s, &jobs[i], &cancelled);
     }
 }

@@ -111,7 +111,8 @@ struct vs_srv_job {
     int alias;                     /* index of an identical earlier image, or -1 */
     int state;                     /* VS_RCACHE_* */
     struct vs_rcache_entry *entry;
-    bool filled;                   /* claim completed (fill or fail) */
+    bool filled;                   /* claim completed (fill, fail or abandon) */
+    bool done;                     /* logits hold the image's values */
     float *pixels;                 /* [3][H][W] for a claimed image */
     float *logits;                 /* [num_labels] */
     struct vs_batch_item item;

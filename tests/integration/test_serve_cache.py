@@ -1,8 +1,11 @@
 """test_serve_cache: the result cache over real HTTP — hits, every top_k from
 one entry, TTL expiry, LRU eviction, single flight (identical concurrent
-misses computed once; waiters of a request refused by the full queue are
-told why), and --cache-entries 0, read from the answers' `cached` flag and
-the cache counters in /metrics."""
+misses computed once; a waiting request whose claimant was refused by the
+full queue or timed out in it takes the image over and is answered on its
+own deadline), and --cache-entries 0, read from the answers' `cached` flag
+and the cache counters in /metrics."""
+import json
+import os
 import struct
 import threading
 import time
@@ -10,7 +13,7 @@ import zlib
 
 import vstest
 from vstest import check
-from serve_harness import Server, SLOW, fixture_images
+from serve_harness import Server, SLOW, MODEL, fixture_images
 
 imgs = fixture_images()
 A, B, C = imgs[0][1], imgs[1][1], imgs[2][1]
@@ -78,9 +81,10 @@ with Server("--batch-timeout-ms", str(int(1000 * SLOW))) as s:
     check(sum(1 for o in out if o[2]["cached"] is False) == 1, "exactly one answer computed")
     check(s.stop() == 0, "clean exit")
 
-# --- single flight, the computing request refused by a full queue: the
-#     request waiting for the same image gets 429 saying so (it used to be
-#     told that an identical request "failed on another image").
+# --- single flight, the computing request refused by a full queue (429): the
+#     refusal is about that request's group, not the image, so the request
+#     waiting for the same image takes it over, and its own group of one fits
+#     (it used to get the other request's 429).
 def slow_pngs(n, side=4000):
     """n distinct PNGs (a tEXt chunk differs) of side x side pixels that
     compress to ~50 KB but take a while to decode and resize."""
@@ -101,6 +105,15 @@ def wait_metric(s, name, value, what):
     check(False, f"timed out waiting for {what} ({name} >= {value})")
 
 
+def classify_json(data, k=5):
+    path = os.path.join(vstest.TMP, "test_serve_cache_image")
+    with open(path, "wb") as f:
+        f.write(data)
+    code, out, err = vstest.vitserve("classify", "--model", MODEL, "--json", "--top-k", str(k), path)
+    check(code == 0, f"classify: {err}")
+    return json.loads(out.splitlines()[0])
+
+
 with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--max-queue", "2") as s:
     res = {}
     # 1. A's image waits in the queue for company (a batch of 2).
@@ -115,22 +128,129 @@ with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--max-queue", "2
     tb = threading.Thread(target=lambda: res.__setitem__("b", s.post_files("/predict/batch", fields)))
     tb.start()
     wait_metric(s, "cache_misses_total", misses + 5, "B's images claimed")
-    # 3. C sends B's first image while B decodes: it waits for B's answer.
+    # 3. C sends B's first image while B decodes: it waits on B's claim.  B
+    #    is refused; C claims the image itself (a sixth miss) and queues it:
+    #    1 queued + 1 fits --max-queue 2, and completes A's batch of 2.
     st, h, body = s.predict(B)
     tb.join()
+    ta.join()
     stb, _, bodyb = res["b"]
     check(stb == 429 and "queue is full" in bodyb.decode(), f"B refused by the queue ({stb} {bodyb[:200]})")
-    check(s.metrics()["cache_coalesced_total"] == 1, "C joined B's flight (the case under test)")
-    check(st == 429, f"C, waiting on B, gets B's status ({st} {body})")
-    check("queue is full" in body["detail"] and "another image" not in body["detail"],
-          f"C is told the queue was full: {body['detail']}")
-    check(h.get("retry-after") == "1", "C's 429 carries Retry-After")
-    # 4. C's image was not cached by the failure: asked again, it is computed
-    #    together with A's (a batch of 2 ends A's wait).
-    st, _, body = s.predict(B)
-    ta.join()
-    check(st == 200 and body["cached"] is False, f"B's image computed afterwards ({st})")
+    m = s.metrics()
+    check(m["cache_coalesced_total"] == 1, "C joined B's flight (the case under test)")
+    check(st == 200, f"C, waiting on the refused B, is answered on its own: 200 ({st} {body})")
+    check(body["cached"] is False and h.get("x-cache") == "miss", "C computed the image itself")
+    ref = classify_json(B)
+    check([p["label"] for p in body["predictions"]] == [p["label"] for p in ref["predictions"]],
+          "C's labels are its image's (classify --json)")
+    check(m["cache_misses_total"] == misses + 6, f"C claimed the image after B ({m['cache_misses_total']})")
+    check(m["batch_size_count"] == 1 and m["batch_size_sum"] == 2, "A and C computed in one batch")
     check(res["a"][0] == 200, f"A answered ({res['a'][0]})")
+    # 4. C's result was cached.
+    st, _, body = s.predict(B)
+    check(st == 200 and body["cached"] is True, f"B's image is cached after C computed it ({st})")
+    check(s.stop() == 0, "clean exit")
+
+# --- single flight, the computing request stops on another of its images (a
+#     400 for that image): the images it claimed but never computed are not
+#     at fault, so a request waiting for one of them computes it itself (it
+#     used to get 429 "failed on another image").
+with Server() as s:
+    slow = slow_pngs(4)
+    fields = [("files", f"slow{i}.png", d) for i, d in enumerate(slow)]
+    fields.append(("files", "bad.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64))
+    res = {}
+    tb = threading.Thread(target=lambda: res.__setitem__("b", s.post_files("/predict/batch", fields)))
+    tb.start()
+    # B claims its five images, then decodes the slow ones (seconds) before
+    # it reaches bad.png; W sends the first slow image meanwhile.
+    wait_metric(s, "cache_misses_total", 5, "B's images claimed")
+    st, h, body = s.predict(slow[0])
+    tb.join()
+    stb, _, bodyb = res["b"]
+    check(stb == 400 and "bad.png" in bodyb.decode(), f"B fails on bad.png ({stb} {bodyb[:200]})")
+    m = s.metrics()
+    check(m["cache_coalesced_total"] == 1, "W joined B's flight (the case under test)")
+    check(st == 200, f"W is answered on its own, not with B's failure ({st} {body})")
+    check(body["cached"] is False, "W computed the image itself")
+    check([p["label"] for p in body["predictions"]] ==
+          [p["label"] for p in classify_json(slow[0])["predictions"]],
+          "W's labels are its image's (classify --json)")
+    check(m["cache_misses_total"] == 6 and m["batch_size_sum"] == 1,
+          f"W's take-over is the one image computed ({m['cache_misses_total']}, {m['batch_size_sum']})")
+    check(s.stop() == 0, "clean exit")
+
+# --- single flight, the computing request's deadline passes while its image
+#     waits in the queue (504): a request waiting for the same image whose own
+#     deadline is still ahead takes the image over and computes it (it used to
+#     get the other request's 504); a waiter whose own deadline passes gets its
+#     own 504.  Ordering is by construction, no sleeps: with --max-batch 2 and
+#     a 60 s batch timeout a lone image waits until the test sends company.
+RT = 1.0 + 1.0 * SLOW  # --request-timeout-s: W's margin for steps 4-6
+X, Y, Z = imgs[3][1], imgs[4][1], imgs[5][1]
+with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--request-timeout-s", str(RT)) as s:
+    res = {}
+
+    def bg(key, data):
+        t = threading.Thread(target=lambda: res.__setitem__(key, s.predict(data)))
+        t.start()
+        return t
+
+    # 1. A claims X and queues it, alone: it waits for company.
+    ta = bg("a", X)
+    wait_metric(s, "queue_depth", 1, "A queued")
+    # 2. W0 asks for X: it waits on A's claim until its own deadline, which
+    #    is later than A's (W0's headers arrived after A's).  When its 504
+    #    is back, A's deadline has passed too.
+    st0, _, body0 = s.predict(X)
+    check(s.metrics()["cache_coalesced_total"] == 1, "W0 waited on A's claim")
+    check(st0 == 504 and "identical request in flight" in body0["detail"],
+          f"W0 answers 504 at its own deadline ({st0} {body0})")
+    # 3. W asks for X: A's claim is still open (its image still waits), so W
+    #    waits on it; W's own deadline is RT away.
+    tw = bg("w", X)
+    wait_metric(s, "cache_coalesced_total", 2, "W waiting on A's claim")
+    misses = s.metrics()["cache_misses_total"]
+    check(misses == 1, f"only A claimed X so far ({misses})")
+    # 4. C (image Y) completes A's batch: A's X is dropped (deadline passed),
+    #    Y is computed.  W must now claim X itself (a miss) and queue it.
+    tc = bg("c", Y)
+    deadline = time.time() + 30 * SLOW
+    while "w" not in res and s.metrics()["cache_misses_total"] < 3 and time.time() < deadline:
+        time.sleep(0.005)
+    check("w" not in res, f"W is not answered with A's failure: {res.get('w')}")
+    check(s.metrics()["cache_misses_total"] == 3, "W took X over (claims: A's X, C's Y, W's X)")
+    wait_metric(s, "queue_depth", 1, "W's X queued")
+    # 5. D (image Z) completes W's batch.
+    td = bg("d", Z)
+    for t in (ta, tw, tc, td):
+        t.join()
+    sta, _, bodya = res["a"]
+    check(sta == 504 and "in the queue" in bodya["detail"], f"A timed out in the queue ({sta} {bodya})")
+    stw, hw, bodyw = res["w"]
+    check(stw == 200, f"W, whose deadline had not passed, is answered 200 ({stw} {bodyw})")
+    check(bodyw["cached"] is False and hw.get("x-cache") == "miss", "W computed X itself")
+    ref = classify_json(X)
+    check([p["label"] for p in bodyw["predictions"]] == [p["label"] for p in ref["predictions"]],
+          f"W's labels are X's (classify --json): {bodyw['predictions']} vs {ref['predictions']}")
+    check(all(abs(a["confidence"] - b["score"]) <= 1e-5
+              for a, b in zip(bodyw["predictions"], ref["predictions"])), "W's scores are X's")
+    check(res["c"][0] == 200 and res["d"][0] == 200, f"C and D answered ({res['c'][0]} {res['d'][0]})")
+    # 6. What /metrics saw: X claimed twice (A, then W), two waits, two forward
+    #    passes (Y; X + Z), two 504s (A, W0) and three 200s (W, C, D).
+    m = s.metrics()
+    check(m["cache_misses_total"] == 4 and m["cache_coalesced_total"] == 2,
+          f"claims and waits ({m['cache_misses_total']}, {m['cache_coalesced_total']})")
+    check(m["batch_size_count"] == 2 and m["batch_size_sum"] == 3,
+          f"forward passes: Y alone, then X with Z ({m['batch_size_count']}, {m['batch_size_sum']})")
+    key = 'http_requests_total{method="POST",route="/predict",status="%d"}'
+    wait_metric(s, key % 200, 3, "three 200s counted")
+    wait_metric(s, key % 504, 2, "two 504s counted")
+    m = s.metrics()
+    check(m[key % 200] == 3 and m[key % 504] == 2, f"statuses {m[key % 200]} x 200, {m[key % 504]} x 504")
+    # 7. W's result was cached: X is a hit now.
+    st, _, body = s.predict(X)
+    check(st == 200 and body["cached"] is True, f"X is cached after W computed it ({st})")
     check(s.stop() == 0, "clean exit")
 
 # --- disabled
