@@ -143,15 +143,20 @@ def main():
             ratio = f"{med / statistics.median(base):.2f}x" if base else "-"
             print(f"{name:<28} {b:>5} {med:>10.1f} {med / b:>9.1f} {1000 * b / med:>7.2f} {ratio:>12}")
     print()
-    print(f"logits vs {tuned}, max |diff| / max |logit|:")
+    # the reference: the first PyTorch fp32 run that happened (the HF-equivalent
+    # module), else ONNX Runtime
+    names = [n for n, _, _ in engines]
+    refname = next((n for n in (tuned, "torch fp32 (to_mkldnn)", "torch fp32 (as installed)",
+                                "onnxruntime fp32") if n in names), None)
+    print(f"logits vs {refname}, max |diff| / max |logit|:")
     for b in batches:
-        ref = logits.get((tuned, b))
+        ref = logits.get((refname, b))
         if ref is None:
             continue
         scale = float(np.abs(ref).max())
         for name, _, _ in engines:
             y = logits.get((name, b))
-            if y is None or name == tuned:
+            if y is None or name == refname:
                 continue
             d = float(np.abs(y - ref).max())
             print(f"  b={b:<3} {name:<28} {d:.3g} abs, {d / scale:.3g} relative")
