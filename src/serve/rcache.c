@@ -148,7 +148,10 @@ int vs_rcache_lookup(struct vs_rcache *c, const uint8_t key[32], uint64_t now_ms
     if (c->capacity > 0) {
         struct vs_rcache_entry *e = c->buckets[bucket_of(c, key)];
         while (e && memcmp(e->key, key, 32)) e = e->hnext;
-        if (e && e->state == ST_READY && c->ttl_ms && now_ms - e->stamp_ms >= c->ttl_ms) {
+        /* now_ms may be older than the fill (the caller read its clock
+         * before another request filled the entry): age 0, not a wrap. */
+        if (e && e->state == ST_READY && c->ttl_ms && now_ms > e->stamp_ms &&
+            now_ms - e->stamp_ms >= c->ttl_ms) {
             c->expirations++;
             table_remove(c, e);
             e = NULL;

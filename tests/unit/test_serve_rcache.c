@@ -86,6 +86,26 @@ static void test_ttl(void **state)
     vs_rcache_destroy(c);
 }
 
+/* The clock is read by each request before its look-ups, so a look-up can
+ * carry a time older than the fill of an entry another request completed
+ * meanwhile: that entry is fresh (age 0), not expired by an unsigned
+ * wrap-around of now - stamp. */
+static void test_ttl_clock_behind_fill(void **state)
+{
+    (void)state;
+    struct vs_rcache *c;
+    assert_int_equal(vs_rcache_create(10, 1000, &c, NULL), VS_OK);
+    assert_int_equal(touch(c, 7, 5000), VS_RCACHE_CLAIMED);  /* filled at 5000 */
+    assert_int_equal(touch(c, 7, 4990), VS_RCACHE_HIT);      /* read at 4990 */
+    struct vs_rcache_stats s;
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.expirations, 0);
+    assert_int_equal(s.misses, 1);
+    assert_int_equal(s.entries, 1);
+    assert_int_equal(touch(c, 7, 6000), VS_RCACHE_CLAIMED);  /* 1000 ms after the fill */
+    vs_rcache_destroy(c);
+}
+
 static void test_disabled(void **state)
 {
     (void)state;
@@ -283,6 +303,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lru_order),
         cmocka_unit_test(test_ttl),
+        cmocka_unit_test(test_ttl_clock_behind_fill),
         cmocka_unit_test(test_disabled),
         cmocka_unit_test(test_refcount_survives_eviction),
         cmocka_unit_test(test_single_flight_fill),
