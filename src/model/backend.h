@@ -85,9 +85,11 @@ struct vs_backend_opts {
  * struct it passes changes, so that a plugin from another build is refused
  * (cuda_plugin.c) instead of having its slots misread. */
 #define VS_BACKEND_OPS_VERSION 2u
-#define VS_BACKEND_ABI                                                                    \
-    (VS_BACKEND_OPS_VERSION * 1000000u + (unsigned)sizeof(struct vs_backend_ops) * 1000u + \
-     (unsigned)sizeof(struct vs_backend_opts))
+#define VS_BACKEND_ABI                                                               \
+    ((VS_BACKEND_OPS_VERSION << 24) | (((unsigned)sizeof(struct vs_backend_ops) & 0xffu) << 16) | \
+     (((unsigned)sizeof(struct vs_backend_opts) & 0xffu) << 8) |                             \
+     (((unsigned)sizeof(struct vs_vit_weights) + (unsigned)sizeof(struct vs_vit_layer) +     \
+       (unsigned)sizeof(struct vs_vit_config)) & 0xffu))
 
 struct vs_backend_ops {
     const char *name;   /* "cpu", "cuda" */

@@ -62,15 +62,16 @@ static void load(void)
     if (!plugin || !plugin_count || !abi) {
         snprintf(load_error, sizeof load_error, PLUGIN_NAME " lacks its entry points "
                  "(built from another version of vitserve?)");
-        plugin = NULL;
-        plugin_count = NULL;
     } else if (*abi != VS_BACKEND_ABI) {
         snprintf(load_error, sizeof load_error, PLUGIN_NAME " was built from another version "
-                 "of vitserve (backend interface %u, this binary %u): rebuild or reinstall it "
+                 "of vitserve (backend interface %#x, this binary %#x): rebuild or reinstall it "
                  "with this binary", *abi, (unsigned)VS_BACKEND_ABI);
-        plugin = NULL;
-        plugin_count = NULL;
+    } else {
+        return;
     }
+    plugin = NULL;
+    plugin_count = NULL;
+    dlclose(h);   /* refused: none of its code is used */
 }
 
 static bool loaded(void)
