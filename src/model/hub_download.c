@@ -68,6 +68,7 @@ struct head_info {
     char commit[64];
     char etag[160];
     char location[2048];
+    bool location_cut;  /* the Location header did not fit location[] */
     char error_code[64];
     long long size;
 };
@@ -98,7 +99,13 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
     if (IS("x-repo-commit")) trim_value(v, vl, h->commit, sizeof h->commit);
     else if (IS("x-linked-etag")) trim_value(v, vl, h->etag, sizeof h->etag);
     else if (IS("etag") && !h->etag[0]) trim_value(v, vl, h->etag, sizeof h->etag);
-    else if (IS("location")) trim_value(v, vl, h->location, sizeof h->location);
+    else if (IS("location")) {
+        trim_value(v, vl, h->location, sizeof h->location);
+        /* trim_value keeps at most sizeof - 1 bytes; a longer value (after
+         * the line's CRLF and spaces) must not be followed half-read */
+        h->location_cut = strlen(h->location) == sizeof h->location - 1 &&
+                          vl > sizeof h->location + 1;
+    }
     else if (IS("x-error-code")) trim_value(v, vl, h->error_code, sizeof h->error_code);
     else if (IS("x-linked-size") || (IS("content-length") && h->size < 0)) {
         trim_value(v, vl, tmp, sizeof tmp);
@@ -197,6 +204,10 @@ static enum vs_status head(struct fetch *f, const char *file, struct head_info *
          * does; a redirect to another host (an LFS file's storage) is
          * not: its own headers describe the file. */
         char next[sizeof url];
+        if (h->status >= 300 && h->status < 400 && h->location_cut)
+            return vs_err_set(err, VS_IO, "%s: %s/%s: the hub answered %ld with a Location header "
+                              "longer than %zu bytes; not followed", f->endpoint, f->repo, file,
+                              h->status, sizeof h->location - 1);
         if (h->status >= 300 && h->status < 400 &&
             relative_target(url, h->location, next, sizeof next)) {
             if (hops == MAX_RELATIVE_REDIRECTS)
@@ -214,6 +225,13 @@ static enum vs_status head(struct fetch *f, const char *file, struct head_info *
         break;
     }
     if (h->status >= 400) return http_error(f, file, h->status, h->error_code, err);
+    if (h->status >= 300 && !h->etag[0])
+        /* a redirect that describes no file (an LFS file's 302 carries
+         * X-Linked-Etag): another host, or a path-relative Location */
+        return vs_err_set(err, VS_IO, "%s: %s/%s: the hub answered %ld redirecting to '%s', which "
+                          "is not followed (only redirects to a path on the same host are); "
+                          "check HF_ENDPOINT", f->endpoint, f->repo, file, h->status,
+                          h->location[0] ? h->location : "(no Location)");
     if (!h->etag[0])
         return vs_err_set(err, VS_IO, "%s: %s/%s: the hub sent no ETag", f->endpoint, f->repo, file);
     for (const char *p = h->etag; *p; p++)

@@ -59,6 +59,7 @@ class FakeHub:
         self.blobs = {}
         self.requests = []
         self.renames = {}
+        self.away = {}
         self.cut_done = set()
         hub = self
 
@@ -91,6 +92,9 @@ class FakeHub:
                 if len(parts) < 6 or parts[3] != "resolve":
                     return self.send(404, {"X-Error-Code": "RepoNotFound"})
                 repo_id, rev, fname = parts[1] + "/" + parts[2], parts[4], "/".join(parts[5:])
+                if repo_id in hub.away:
+                    loc = hub.away[repo_id]
+                    return self.send(307, {"Location": loc}, b"Moved")
                 if repo_id in hub.renames:
                     loc = "/" + hub.renames[repo_id] + "/" + "/".join(parts[3:])
                     return self.send(307, {"Location": loc}, b"Temporary Redirect. Redirecting to " + loc.encode())
@@ -156,6 +160,10 @@ class FakeHub:
     def add(self, repo_id, folder, **kw):
         self.repos[repo_id] = Repo(folder, **kw)
         return self.repos[repo_id]
+
+    def redirect_away(self, repo_id, location):
+        """Every URL of repo_id answers 307 to `location` (verbatim, no ETag)."""
+        self.away[repo_id] = location
 
     def rename(self, old, new):
         """Requests for `old` are redirected (307, relative) to `new`."""

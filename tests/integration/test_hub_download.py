@@ -33,6 +33,9 @@ hub.add("test/evil-commit", MODEL, commit="../../../escape")
 hub.add("test/long-vit", MODEL, extra=100000)
 hub.rename("old-org/old-vit", "test/tiny-vit")
 hub.rename("loop/a", "loop/b")
+hub.redirect_away("away/host", "http://127.0.0.1:9/elsewhere/config.json")
+hub.redirect_away("away/relative", "../other/config.json")
+hub.redirect_away("away/long", "/" + "x" * 3000)
 hub.rename("loop/b", "loop/a")
 
 
@@ -171,6 +174,20 @@ try:
     home = fresh_home("loop")
     code, _, err = classify("loop/a", home)
     check(code == 1 and "redirect" in err, f"redirect loop refused: {code} {err}")
+
+    # 7g. Redirects the HEAD does not follow get an error that says so
+    #     (another host; a path-relative Location; a Location too long to
+    #     keep whole), never a half-read URL or "no ETag".
+    for repo_id, want_err in (("away/host", "127.0.0.1:9/elsewhere"),
+                              ("away/relative", "../other/config.json"),
+                              ("away/long", "longer than")):
+        home = fresh_home(repo_id.replace("/", "-"))
+        hub.requests.clear()
+        code, _, err = classify(repo_id, home)
+        check(code == 1 and want_err in err and "ETag" not in err,
+              f"{repo_id}: unfollowed redirect named: {code} {err}")
+        check(not any(p.startswith("/x") for _, p in hub.requests),
+              f"{repo_id}: the cut Location was not requested: {hub.requests[:3]}")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
