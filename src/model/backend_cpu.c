@@ -374,7 +374,7 @@ static void *packer_main(void *arg)
 /* Reserves the packed copies (address space only: pages arrive as the
  * packer writes them, in transparent huge pages where the kernel allows
  * it) and starts the packer.  false: out of memory (nothing started). */
-static bool wpk_start(struct cpu_ctx *c, size_t *bytes)
+static bool wpk_start(struct cpu_ctx *c)
 {
     const struct vs_vit_config *g = &c->cfg;
     const struct vs_vit_weights *w = &c->w;
@@ -395,9 +395,9 @@ static bool wpk_start(struct cpu_ctx *c, size_t *bytes)
             const int j = (i - 1) % 6;
             *pk = (struct wpack){.w = ws[j], .N = Ns[j], .K = Ks[j]};
         }
-        const size_t f = (vs_model_cpu_gemm_packed_floats(pk->N, pk->K) + 15) / 16 * 16;
+        /* a multiple of 16 floats: every copy starts 64-byte aligned */
+        const size_t f = vs_model_cpu_gemm_packed_floats(pk->N, pk->K);
         if (total > SIZE_MAX / 8 - f) return false;
-        pk->p = (float *)(uintptr_t)total;   /* offset for now */
         total += f;
     }
     const size_t huge = (size_t)2 << 20;
@@ -409,7 +409,11 @@ static bool wpk_start(struct cpu_ctx *c, size_t *bytes)
 #endif
     c->wpk_mem = mem;
     c->nwpk = n;
-    for (int i = 0; i < n; i++) c->wpk[i].p = c->wpk_mem + (uintptr_t)c->wpk[i].p;
+    float *at = c->wpk_mem;
+    for (int i = 0; i < n; i++) {
+        c->wpk[i].p = at;
+        at += vs_model_cpu_gemm_packed_floats(c->wpk[i].N, c->wpk[i].K);
+    }
     if (pthread_create(&c->packer, NULL, packer_main, c) != 0) {
         /* no thread: run as if prepacking were off */
         free(c->wpk);
@@ -420,7 +424,6 @@ static bool wpk_start(struct cpu_ctx *c, size_t *bytes)
         return true;
     }
     c->packer_running = true;
-    *bytes += len;
     return true;
 }
 
@@ -1046,8 +1049,7 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     const char *pp = getenv("VS_CPU_PREPACK");
     const bool prepack = pp && *pp ? strcmp(pp, "0") != 0 : opts->prepack;
     if (prepack && c->own_gemm && c->k->sgemm_pack) {
-        size_t pb = 0;
-        if (!wpk_start(c, &pb)) {
+        if (!wpk_start(c)) {
             cpu_destroy(c);
             return vs_err_set(err, VS_NOMEM, "cpu backend: cannot reserve the packed weight "
                               "copies (VS_CPU_PREPACK=0 runs without them)");

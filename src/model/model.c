@@ -520,14 +520,22 @@ const struct vs_model_info *vs_model_info(const struct vs_model *m)
     return &m->info;
 }
 
-enum vs_status vs_model_forward(struct vs_model *m, const float *pixels, int n,
-                                float *logits, struct vs_err *err)
+/* What every forward entry point checks first. */
+static enum vs_status check_forward(const struct vs_model *m, int n, struct vs_err *err)
 {
     if (!m->ctx)
         return vs_err_set(err, VS_UNSUPPORTED, "%s: model was loaded without weights", m->name);
     if (n < 1 || n > m->max_batch)
         return vs_err_set(err, VS_BAD_INPUT, "batch of %d images: must be 1..%d (max_batch)",
                           n, m->max_batch);
+    return VS_OK;
+}
+
+enum vs_status vs_model_forward(struct vs_model *m, const float *pixels, int n,
+                                float *logits, struct vs_err *err)
+{
+    enum vs_status st = check_forward(m, n, err);
+    if (st) return st;
     if (!pixels || !logits) return vs_err_set(err, VS_BAD_INPUT, "NULL pixels or logits");
     return m->ops->forward(m->ctx, pixels, n, logits, err);
 }
@@ -551,11 +559,8 @@ enum vs_status vs_backend_forward_rows(const struct vs_backend_ops *ops, void *c
 enum vs_status vs_model_forward_rows(struct vs_model *m, const float *const *rows, int n,
                                      float *logits, struct vs_err *err)
 {
-    if (!m->ctx)
-        return vs_err_set(err, VS_UNSUPPORTED, "%s: model was loaded without weights", m->name);
-    if (n < 1 || n > m->max_batch)
-        return vs_err_set(err, VS_BAD_INPUT, "batch of %d images: must be 1..%d (max_batch)",
-                          n, m->max_batch);
+    enum vs_status st = check_forward(m, n, err);
+    if (st) return st;
     return vs_backend_forward_rows(m->ops, m->ctx, m->gather, m->image_floats, rows, n,
                                    logits, err);
 }
