@@ -555,12 +555,12 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
     *bad = -1;
     int from_cache = 1;
 
-    /* 1. Key every image (SHA-256 of the bytes, bound to the model) and
+    /* 1. Key every image (vs_digest of the bytes, bound to the model) and
      *    fold duplicates within the request. */
     for (int i = 0; i < n; i++) {
         struct vs_srv_job *j = &jobs[i];
         uint8_t both[64];
-        vs_sha256(j->data, j->len, both);
+        vs_digest(j->data, j->len, both);
         memcpy(both + 32, s->model_key, 32);
         vs_sha256(both, sizeof both, j->key);
         j->alias = -1;
