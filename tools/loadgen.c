@@ -75,13 +75,18 @@ static bool send_all(int fd, const void *p, size_t n)
     return true;
 }
 
-/* The value of the Content-Length header in head[0..end), or -1. */
+/* The value of the Content-Length header in head[0..end), or -1.  Looks
+ * only at line starts: the generator shares the cores with the server it
+ * measures, so its own work per response is kept small. */
 static long long content_length(const char *head, const char *end)
 {
-    static const char key[] = "\r\ncontent-length:";
-    size_t kl = sizeof key - 1;
-    for (const char *p = head; p + kl <= end; p++)
-        if (!strncasecmp(p, key, kl)) return strtoll(p + kl, NULL, 10);
+    static const char key[] = "content-length:";
+    const size_t kl = sizeof key - 1;
+    for (const char *p = head; p && p < end; p = memchr(p, '\n', (size_t)(end - p))) {
+        p++;
+        if ((size_t)(end - p) >= kl && (*p == 'c' || *p == 'C') && !strncasecmp(p, key, kl))
+            return strtoll(p + kl, NULL, 10);
+    }
     return -1;
 }
 
@@ -117,13 +122,19 @@ static void *run(void *arg)
     const struct opts *o = w->o;
     size_t extra = o->distinct ? 8 : 0;
     char head[512];
-    uint8_t *req = malloc(o->len + extra + sizeof head);
+    const int hl = snprintf(head, sizeof head,
+                            "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
+                            "Content-Length: %zu\r\n\r\n", o->path, o->host, o->len + extra);
+    /* The request is built once; --distinct rewrites only its 8-byte tail. */
+    uint8_t *req = hl > 0 && (size_t)hl < sizeof head ? malloc((size_t)hl + o->len + extra) : NULL;
     char *resp = malloc(1 << 16);
     if (!req || !resp) {
         free(req);
         free(resp);
         return NULL;
     }
+    memcpy(req, head, (size_t)hl);
+    memcpy(req + hl, o->body, o->len);
     int fd = -1;
     uint64_t seq = (uint64_t)w->id << 40;
     for (;;) {
@@ -134,11 +145,6 @@ static void *run(void *arg)
             usleep(1000);
             continue;
         }
-        int hl = snprintf(head, sizeof head,
-                          "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\n"
-                          "Content-Length: %zu\r\n\r\n", o->path, o->host, o->len + extra);
-        memcpy(req, head, (size_t)hl);
-        memcpy(req + hl, o->body, o->len);
         if (extra) {
             seq++;
             memcpy(req + hl + o->len, &seq, 8);
@@ -176,6 +182,13 @@ static int cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static int usage(FILE *f, int status)
+{
+    fprintf(f, "usage: vs-loadgen --port P --file IMAGE [--host H] [--path P] "
+               "[--concurrency N] [--seconds S] [--warmup S] [--distinct] [--json]\n");
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {.host = "127.0.0.1", .path = "/predict", .conc = 32, .seconds = 10, .warmup = 1};
@@ -183,6 +196,7 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--distinct")) { o.distinct = true; continue; }
         if (!strcmp(a, "--json")) { o.json = true; continue; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(stdout, 0);
         if (!v) { fprintf(stderr, "vs-loadgen: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--host")) o.host = v;
         else if (!strcmp(a, "--port")) o.port = atoi(v);
@@ -194,11 +208,8 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "vs-loadgen: unknown option %s\n", a); return 2; }
         i++;
     }
-    if (!o.port || !o.file || o.conc < 1 || o.conc > 4096 || o.seconds <= 0) {
-        fprintf(stderr, "usage: vs-loadgen --port P --file IMAGE [--host H] [--path P] "
-                        "[--concurrency N] [--seconds S] [--warmup S] [--distinct] [--json]\n");
-        return 2;
-    }
+    if (!o.port || !o.file || o.conc < 1 || o.conc > 4096 || o.seconds <= 0)
+        return usage(stderr, 2);
     struct vs_err err = {0};
     if (vs_read_file(o.file, 64u << 20, &o.body, &o.len, &err) != VS_OK) {
         fprintf(stderr, "vs-loadgen: %s\n", err.msg);
