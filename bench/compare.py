@@ -6,15 +6,27 @@ ratios, and the logits difference between the engines.
 
 Usage: bench/compare.py [--build build/release] [--batches 1,8,32]
                         [--rounds 3] [--iters 5] [--threads 2] [--no-ort]
+                        [--serve [--serve-seconds 40]]
+
+--serve adds the server load test next to the table: `vitserve serve` on the
+same weights, `vs-loadgen` with 32 clients sending distinct 1920x1080 JPEGs
+(every request a cache miss: decode + resize + a row of a dynamic batch),
+then cache hits at 8 and 32 clients re-sending a 61 KB photo of
+../shared/images (a hit costs the upload and its digest: per byte); the misses are reported against the
+engine's batch-32 images/s from this run (measured once more right after the
+load if batch 32 was not in --batches).
 Needs: Debian python3-torch (+ python3-onnx for the export) and, for ONNX
 Runtime, `npm ci` in bench/ (onnxruntime-node; see bench/package.json).
 """
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import time
+import urllib.request
 
 import numpy as np
 
@@ -47,6 +59,10 @@ def main():
                     help="comma-separated engine kinds to leave out (vitserve fp32, the base, always runs): vs8, torch (the OpenBLAS-"
                          "tuned run; on a machine without OpenBLAS it is the reference BLAS, ~18 s "
                          "per image), torchdnn, torch8, ort")
+    ap.add_argument("--serve", action="store_true",
+                    help="also the HTTP load test (vs-loadgen against vitserve serve on the same weights)")
+    ap.add_argument("--serve-seconds", type=float, default=40,
+                    help="length of the cache-miss load run (the hit runs take 10 s each)")
     a = ap.parse_args()
 
     vitserve = os.path.join(a.build, "src", "vitserve")
@@ -57,7 +73,8 @@ def main():
         print("generating ViT-B/16 (random weights, seed 1) ...", flush=True)
         sh([gen, "--out", model, "--preset", "base", "--seed", "1"])
     onnx = os.path.join(a.work, "vit-base.onnx")
-    ort_ok = not a.no_ort and os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node"))
+    skip = {k for k in a.skip.split(",") if k}
+    ort_ok = not a.no_ort and "ort" not in skip and os.path.isdir(os.path.join(HERE, "node_modules", "onnxruntime-node"))
     if ort_ok and not os.path.exists(onnx):
         print("exporting to ONNX ...", flush=True)
         sh([sys.executable, os.path.join(HERE, "export_onnx.py"), model, onnx])
@@ -83,7 +100,6 @@ def main():
         engines.append(("vitserve int8", "vs8", {}))
         engines.append(("torch int8 dynamic", "torch8", {"OPENBLAS_CORETYPE": core}))
 
-    skip = {k for k in a.skip.split(",") if k}
     engines = [e for e in engines if e[1] not in skip or e[1] == "vs"]
     batches = [int(b) for b in a.batches.split(",")]
     results = {}   # (engine, batch) -> [median ms per round]
@@ -148,8 +164,9 @@ def main():
     names = [n for n, _, _ in engines]
     refname = next((n for n in (tuned, "torch fp32 (to_mkldnn)", "torch fp32 (as installed)",
                                 "onnxruntime fp32") if n in names), None)
-    print(f"logits vs {refname}, max |diff| / max |logit|:")
-    for b in batches:
+    if refname:
+        print(f"logits vs {refname}, max |diff| / max |logit|:")
+    for b in batches if refname else []:
         ref = logits.get((refname, b))
         if ref is None:
             continue
@@ -160,6 +177,84 @@ def main():
                 continue
             d = float(np.abs(y - ref).max())
             print(f"  b={b:<3} {name:<28} {d:.3g} abs, {d / scale:.3g} relative")
+
+    if a.serve:
+        serve_load(a, vitserve, model, threads_env, results)
+
+
+def free_port():
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def photo_1080p(work):
+    """A 1920x1080 JPEG made from a photo of ../shared/images (Pillow)."""
+    from PIL import Image
+    out = os.path.join(work, "photo-1920x1080.jpg")
+    if not os.path.exists(out):
+        src = os.path.join(ROOT, "..", "shared", "images", "photos", "hubble_deep_field_1000x872.jpg")
+        Image.open(src).convert("RGB").resize((1920, 1080), Image.BICUBIC).save(out, quality=90)
+    return out
+
+
+def serve_load(a, vitserve, model, threads_env, results):
+    loadgen = os.path.join(a.build, "tools", "vs-loadgen")
+    photo = photo_1080p(a.work)
+    small = os.path.join(ROOT, "..", "shared", "images", "photos", "grace_hopper_512x600.jpg")
+    port = free_port()
+    env = dict(os.environ, **threads_env)
+    log = open(os.path.join(a.work, "serve.log"), "w")
+    srv = subprocess.Popen([vitserve, "serve", "--model", model, "--host", "127.0.0.1",
+                            "--port", str(port), "--threads", str(a.threads), "--device", "cpu",
+                            "--log-level", "warn"], env=env, stdout=log, stderr=log)
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if srv.poll() is not None or time.monotonic() - t0 > 120:
+                raise RuntimeError(f"vitserve serve did not become ready (see {log.name})")
+            time.sleep(0.1)
+
+        def run(conc, seconds, distinct, warmup, image=photo):
+            cmd = [loadgen, "--port", str(port), "--file", image, "--concurrency", str(conc),
+                   "--seconds", str(seconds), "--warmup", str(warmup), "--json"]
+            if distinct:
+                cmd.append("--distinct")
+            return json.loads(sh(cmd, timeout=int(seconds + warmup) + 600).strip().splitlines()[-1])
+
+        # misses first (an empty cache), with a warm-up long enough for the
+        # first full batches to form
+        miss = run(32, a.serve_seconds, True, 10)
+        hits = [run(c, 10, False, 1, small) for c in (8, 32)]
+    finally:
+        srv.terminate()
+        srv.wait(timeout=60)
+        log.close()
+    if results.get(("vitserve fp32", 32)):
+        eng = 32000 / statistics.median(results[("vitserve fp32", 32)])
+        how = "from the table above"
+    else:
+        out = sh([vitserve, "bench", "--model", model, "--batch-size", "32", "--iters", "3",
+                  "--threads", str(a.threads), "--device", "cpu", "--json"], env=threads_env)
+        eng = 32000 / json.loads(out.strip().splitlines()[-1])["median_ms"]
+        how = "measured right after the load"
+
+    def line(j):
+        bad = j["status_4xx"] + j["status_5xx"] + j["transport_errors"]
+        return (f"{j['rps']:9.1f} req/s  p50 {j['p50_ms']:8.2f} ms  p99 {j['p99_ms']:8.2f} ms"
+                + (f"  ({bad} not 2xx)" if bad else ""))
+    print()
+    print(f"Through the server (vitserve serve, {a.threads} threads, vs-loadgen on the same cores):")
+    print(f"  misses, 32 clients, distinct 1920x1080 JPEGs ({os.path.getsize(photo) // 1000} KB) {line(miss)}")
+    print(f"    = {100 * miss['rps'] / eng:.0f}% of the engine's batch-32 rate, {eng:.2f} images/s ({how})")
+    for c, j in zip((8, 32), hits):
+        print(f"  cache hits, {c:2d} clients, one {os.path.getsize(small) // 1000} KB JPEG        {line(j)}")
 
 
 if __name__ == "__main__":
