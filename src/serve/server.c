@@ -472,10 +472,14 @@ static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int
         if (!open_claim(j)) continue;
         enum vs_status st = prepare_image(s, j, err);
         if (st) {
-            /* The image's verdict: shared.  Our other claims are
-             * abandoned by vs_serve_jobs_free. */
+            /* The image's verdict (it does not decode, it is too large):
+             * shared.  Running out of memory is this process's state at
+             * this moment, not the image's: abandoned, so that a waiter
+             * tries the image itself.  Our other claims are abandoned by
+             * vs_serve_jobs_free. */
             *bad = i;
-            vs_rcache_fail(s->cache, j->entry, err);
+            if (st == VS_NOMEM) vs_rcache_abandon(s->cache, j->entry, err);
+            else vs_rcache_fail(s->cache, j->entry, err);
             j->filled = true;
             free(items);
             return st;
