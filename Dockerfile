@@ -32,5 +32,8 @@ VOLUME /data
 EXPOSE 7860
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD curl -fsS "http://127.0.0.1:${PORT}/health/ready" || exit 1
+# No --model here: a flag would override VITSERVE_MODEL (flags win over the
+# environment).  Without either, serve loads google/vit-base-patch16-224;
+# `docker run ... vitserve --model ORG/NAME` still appends the flag.
 ENTRYPOINT ["vitserve", "serve"]
-CMD ["--model", "google/vit-base-patch16-224"]
+CMD []

@@ -70,4 +70,10 @@ check(re.search(r"^VOLUME /data$", docker, re.M) and "HF_HOME=/data" in docker, 
 check(docker.count("FROM ") == 2, "multi-stage")
 cuda = open(os.path.join(ROOT, "Dockerfile.cuda")).read()
 check("VS_CUDA=ON" in cuda and "runtime" in cuda, "CUDA variant builds the backend and runs on the runtime image")
+# The README has a Space set VITSERVE_MODEL (and every option as a variable):
+# a flag in the image's ENTRYPOINT/CMD would win over the variable.
+for name, text in (("Dockerfile", docker), ("Dockerfile.cuda", cuda)):
+    argv = " ".join(l for l in text.splitlines() if re.match(r"^(ENTRYPOINT|CMD) ", l))
+    check(re.search(r'^ENTRYPOINT \["vitserve", "serve"\]$', text, re.M) and "--" not in argv,
+          f"{name}: no flags in ENTRYPOINT/CMD, so VITSERVE_* variables apply: {argv}")
 done()
