@@ -123,6 +123,8 @@ int vs_cmd_bench(int argc, char **argv)
                               "Time the forward pass alone (no decoding, no HTTP) on random input.",
                               opts, VS_ARRAY_LEN(opts), argc, argv, pos, 0, &npos);
     if (rc) return rc == 1 ? 0 : rc;
+    struct vs_model_opts checked;   /* a bad --device is a usage error (2), not a load failure */
+    if (!vs_cli_model_opts("bench", &ma, &checked)) return 2;
 
     double t_load = vs_now_ms();
     ma.prepack = true;   /* time the steady state of a server: packed weights */

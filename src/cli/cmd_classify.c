@@ -80,7 +80,7 @@ int vs_cmd_classify(int argc, char **argv)
     const struct vs_option opts[] = {
         VS_CLI_MODEL_OPTIONS(ma),
         {"top-k", 'k', NULL, VS_OPT_INT, &top_k, 1, 64, "5", "K",
-         "labels to print per image (at most the label count)", NULL},
+         "labels to print per image (1 to 64; at most the label count)", NULL},
         {"batch-size", 'b', NULL, VS_OPT_INT, &batch, 1, 1024, "8", "N",
          "images per forward pass", NULL},
         {"json", 0, NULL, VS_OPT_FLAG, &as_json, 0, -1, NULL, NULL,
@@ -107,6 +107,12 @@ int vs_cmd_classify(int argc, char **argv)
     bool fn_given = fn_name && fn_name[0];
     if (fn_given && !vs_score_fn_parse(fn_name, &fn)) {
         fprintf(stderr, "vitserve classify: --function: '%s' is not softmax, sigmoid or none\n", fn_name);
+        free(files);
+        return 2;
+    }
+
+    struct vs_model_opts checked;   /* a bad --device is a usage error (2), not a load failure */
+    if (!vs_cli_model_opts("classify", &ma, &checked)) {
         free(files);
         return 2;
     }

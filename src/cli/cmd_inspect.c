@@ -19,7 +19,7 @@ int vs_cmd_inspect(int argc, char **argv)
     int rc = vs_options_parse("inspect", "[options] IMAGE... ('-' reads stdin)",
                               "Decode image files as the server does and print one JSON "
                               "object per line: file, format, width, height, mode, "
-                              "orientation, rgb_sha256 (or file, error).",
+                              "orientation, rgb_sha256 (or file, error, status).",
                               opts, VS_ARRAY_LEN(opts), argc, argv, files, MAX_FILES, &nfiles);
     if (rc) { free(files); return rc == 1 ? 0 : rc; }
     if (nfiles == 0) {

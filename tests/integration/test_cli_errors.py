@@ -26,6 +26,16 @@ code, _, err = vitserve("classify", "--model", MODEL, "--no-such-flag", IMG)
 check(code == 2 and "--no-such-flag" in err, f"unknown flag: {code} {err}")
 code, _, err = vitserve("classify", "--model", MODEL)
 check(code == 2 and "no image" in err, f"no image: {code} {err}")
+# A --device that does not parse is a usage error (2) in every command that
+# computes, before any model is loaded (it used to exit 1, as a load failure).
+for cmd, extra in (("classify", (IMG,)), ("bench", ("--iters", "1")), ("serve", ("--port", "0"))):
+    for dev in ("cuda:x", "gpu"):
+        code, _, err = vitserve(cmd, "--model", MODEL, "--device", dev, *extra, timeout=60)
+        check(code == 2 and "--device" in err and dev in err, f"{cmd} --device {dev}: {code} {err}")
+code, out, _ = vitserve("classify", "--help")
+check("1 to 64" in out, f"classify --help states --top-k's range: {out}")
+code, _, err = vitserve("classify", "--model", MODEL, "--top-k", "65", IMG)
+check(code == 2 and "--top-k" in err, f"--top-k 65: {code} {err}")
 
 # A missing model names where it looked.
 empty_cache = os.path.join(TMP, "empty-hf-cache")
@@ -52,6 +62,13 @@ check(rows[0]["predictions"] == rows[3]["predictions"], "same image, same answer
 check("error" in rows[1] and rows[1]["file"] == bad, f"bad image reported: {rows[1]}")
 check("error" in rows[2] and rows[2]["file"] == trunc, f"truncated image reported: {rows[2]}")
 check("2 of 4" in err, f"summary on stderr: {err!r}")
+# inspect's failing line: file, error and status, as its --help says.
+code, out, _ = vitserve("inspect", bad)
+irow = json_lines(out)[0] if code == 1 else {}
+check(irow.get("file") == bad and irow.get("error") and irow.get("status") == "UNSUPPORTED",
+      f"inspect error line: {code} {out!r}")
+code, out, _ = vitserve("inspect", "--help")
+check("(or file, error, status)" in out, f"inspect --help names the error fields: {out}")
 
 # A file name that is not UTF-8 is still named in the JSON line (U+FFFD for
 # the bad byte), as is its error.
