@@ -5,8 +5,10 @@
 # summary at the end.  Every step has a hard timeout so one hang cannot eat
 # the lease; the whole script targets < 4 minutes.
 #
-#   OUT=/some/dir bash scripts/gpu-check.sh [--quick]
+#   OUT=/some/dir bash scripts/gpu-check.sh [--quick | --serve]
 # --quick: the CUDA test + a short fp16/bf16 benchmark and profile only.
+# --serve: the CUDA tests, `vitserve bench` on a generated ViT-B/16 and the
+#          HTTP load test against `vitserve serve --device cuda` (docs/gpu.md).
 set -u
 ROOT="$(pwd)"
 G="$ROOT/.gpu"
