@@ -50,8 +50,11 @@ int vs_cmd_serve(int argc, char **argv)
     char *pend = NULL;
     long pv = strtol(penv, &pend, 10);
     if (pend == penv || *pend || pv < 0 || pv > 65535) {
-        fprintf(stderr, "vitserve serve: $PORT: '%s' is not a port number (0-65535)\n", penv);
-        return 2;
+        if (!vs_options_wants_help(argc, argv)) {
+            fprintf(stderr, "vitserve serve: $PORT: '%s' is not a port number (0-65535)\n", penv);
+            return 2;
+        }
+        pv = 7860;   /* only --help follows */
     }
     snprintf(port_def, sizeof port_def, "%ld", pv);
     const char *host_def = platform_default("HOST", "0.0.0.0");

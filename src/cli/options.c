@@ -148,6 +148,13 @@ void vs_options_help(FILE *f, const char *cmd, const char *usage,
     fprintf(f, "  %-30s %s\n", "-h, --help", "show this help and exit");
 }
 
+bool vs_options_wants_help(int argc, char **argv)
+{
+    for (int a = 1; a < argc && strcmp(argv[a], "--"); a++)
+        if (!strcmp(argv[a], "--help") || !strcmp(argv[a], "-h")) return true;
+    return false;
+}
+
 int vs_options_parse(const char *cmd, const char *usage, const char *summary,
                      const struct vs_option *opts, size_t nopts,
                      int argc, char **argv,
@@ -165,7 +172,11 @@ int vs_options_parse(const char *cmd, const char *usage, const char *summary,
         char src[96];
         if (!v) continue;
         snprintf(src, sizeof src, " (from $%s)", opts[i].env);
-        if ((rc = set_value(cmd, &opts[i], v, src))) return rc;
+        if ((rc = set_value(cmd, &opts[i], v, src))) {
+            if (!vs_options_wants_help(argc, argv)) return rc;
+            vs_options_help(stdout, cmd, usage, summary, opts, nopts);
+            return 1;
+        }
     }
     bool only_pos = false;
     for (int a = 1; a < argc; a++) {

@@ -38,12 +38,17 @@ struct vs_option {
 /* Parses argv[1..] (argv[0] is the subcommand name).  Options may appear
  * anywhere; "--" ends them; "-" alone is a positional.  Positionals are
  * stored in order into pos[] (at most max_pos; more is an error), their
- * count in *npos.  --help / -h prints help and returns 1 (caller exits 0).
+ * count in *npos.  --help / -h prints help and returns 1 (caller exits 0),
+ * also when an environment variable holds a bad value (help must work in a
+ * misconfigured environment).
  * Returns 0 on success, 2 on a usage error (already printed to stderr). */
 int vs_options_parse(const char *cmd, const char *usage, const char *summary,
                      const struct vs_option *opts, size_t nopts,
                      int argc, char **argv,
                      char **pos, int max_pos, int *npos);
+
+/* Whether argv[1..] asks for --help / -h (before any "--"). */
+bool vs_options_wants_help(int argc, char **argv);
 
 /* Prints the help of a subcommand: usage, summary, then one line per option
  * with its env variable and default. */

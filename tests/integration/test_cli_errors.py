@@ -15,6 +15,13 @@ check(code == 0 and out.startswith("vitserve "), f"--version: {code} {out!r}")
 for cmd in ("classify", "inspect", "preprocess", "info", "bench", "serve"):
     code, out, err = vitserve(cmd, "--help")
     check(code == 0 and "usage: vitserve " + cmd in out, f"{cmd} --help: {code} {err}")
+# --help works in a misconfigured environment; without it the bad value is
+# a usage error naming its variable.
+for var, val in (("PORT", "abc"), ("VITSERVE_MAX_BATCH", "zz")):
+    code, out, err = vitserve("serve", "--help", env={var: val})
+    check(code == 0 and "usage: vitserve serve" in out, f"serve --help with ${var}={val}: {code} {err}")
+    code, out, err = vitserve("serve", "--model", MODEL, env={var: val}, timeout=60)
+    check(code == 2 and var in err and val in err, f"serve with ${var}={val}: {code} {err}")
 code, _, err = vitserve("frobnicate")
 check(code == 2 and "unknown command" in err, f"unknown command: {code} {err}")
 code, _, err = vitserve("classify", "--model", MODEL, "--top-k", "zero", IMG)
