@@ -70,6 +70,13 @@ check(re.search(r"^VOLUME /data$", docker, re.M) and "HF_HOME=/data" in docker, 
 check(docker.count("FROM ") == 2, "multi-stage")
 cuda = open(os.path.join(ROOT, "Dockerfile.cuda")).read()
 check("VS_CUDA=ON" in cuda and "runtime" in cuda, "CUDA variant builds the backend and runs on the runtime image")
+# The CUDA image builds on Ubuntu 22.04, whose CMake (3.22) predates the
+# presets file's version 6 (CMake 3.25): it must not use --preset, and it
+# must set what the release preset sets.
+m = re.search(r"ubuntu(\d+)\.(\d+)", cuda)
+if m and (int(m.group(1)), int(m.group(2))) < (24, 4):
+    check("--preset" not in cuda and "CMAKE_BUILD_TYPE=Release" in cuda and "VS_TESTS=OFF" in cuda,
+          "Dockerfile.cuda on an Ubuntu before 24.04 (CMake < 3.25) builds without presets")
 # The README has a Space set VITSERVE_MODEL (and every option as a variable):
 # a flag in the image's ENTRYPOINT/CMD would win over the variable.
 for name, text in (("Dockerfile", docker), ("Dockerfile.cuda", cuda)):
