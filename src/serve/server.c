@@ -775,6 +775,13 @@ static enum MHD_Result handle_predict(struct req *r, struct MHD_Connection *c)
         return vs_serve_error(r, c, 400, NULL, NULL,
                              "too many files: %d (at most %d per request)", n, MAX_BATCH_FILES);
     }
+    if (!batch && n > 1) {
+        /* /predict answers one object for one image. */
+        free(parts);
+        return vs_serve_error(r, c, 400, NULL, NULL,
+                             "%d form fields 'file': /predict takes one image (send several as "
+                             "'files' to /predict/batch)", n);
+    }
     jobs = calloc((size_t)n, sizeof *jobs);
     if (!jobs) {
         free(parts);
