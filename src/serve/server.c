@@ -1322,6 +1322,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     atomic_init(&s->next_id, 1);
     enum vs_status st;
     uint64_t ttl_ms = (uint64_t)(cfg->cache_ttl_s * 1000.0);
+    if (cfg->cache_ttl_s > 0 && ttl_ms == 0) ttl_ms = 1; /* under 1 ms: the shortest, not none */
     if ((st = vs_rcache_create(cfg->cache_entries, ttl_ms, &s->cache, err)) ||
         (st = vs_metrics_create(&s->metrics, err)) ||
         (st = vs_auth_create(cfg->api_keys, cfg->api_keys_file, &s->auth, err)) ||
