@@ -103,22 +103,25 @@ enum MHD_Result vs_serve_v2_get(struct req *r, struct MHD_Connection *c, const c
     }
 }
 
+#define FLAT_TOO_MANY (-1L)
+#define FLAT_TOO_DEEP (-3L)
+
 /* Flattens nested arrays depth-first (row-major) into out[] (at most max
- * leaves; out NULL only counts); returns the count, or -1 past max /
- * nesting over 8. */
+ * leaves; out NULL only counts); returns the count, FLAT_TOO_MANY past max
+ * or FLAT_TOO_DEEP for nesting over 8. */
 static long flatten(json_t *v, json_t **out, long max, long n, int depth)
 {
     if (!json_is_array(v)) {
-        if (n >= max) return -1;
+        if (n >= max) return FLAT_TOO_MANY;
         if (out) out[n] = v;
         return n + 1;
     }
-    if (depth > 8) return -1;
+    if (depth > 8) return FLAT_TOO_DEEP;
     size_t i;
     json_t *e;
     json_array_foreach(v, i, e) {
         n = flatten(e, out, max, n, depth + 1);
-        if (n < 0) return -1;
+        if (n < 0) return n;
     }
     return n;
 }
@@ -311,7 +314,10 @@ enum MHD_Result vs_serve_v2_infer(struct req *r, struct MHD_Connection *c, const
     if (nleaves != want) {
         st = vs_err_set(&err, VS_BAD_INPUT,
                         "input '%s': \"data\" must be an array of %ld elements (the product of "
-                        "its shape)%s", name, want, nleaves == -1 ? "; it has more" : "");
+                        "its shape)%s", name, want,
+                        nleaves == FLAT_TOO_MANY   ? "; it has more"
+                        : nleaves == FLAT_TOO_DEEP ? ", nested at most 8 levels deep"
+                                                   : "");
         goto fail;
     }
     logits = malloc((size_t)q.n * (size_t)L * sizeof *logits);

@@ -779,6 +779,13 @@ static enum MHD_Result handle_predict(struct req *r, struct MHD_Connection *c)
         return vs_serve_error(r, c, 400, NULL, NULL,
                              "too many files: %d (at most %d per request)", n, MAX_BATCH_FILES);
     }
+    if (!batch && n > 1) {
+        /* /predict answers one object for one image. */
+        free(parts);
+        return vs_serve_error(r, c, 400, NULL, NULL,
+                             "%d form fields 'file': /predict takes one image (send several as "
+                             "'files' to /predict/batch)", n);
+    }
     jobs = calloc((size_t)n, sizeof *jobs);
     if (!jobs) {
         free(parts);
@@ -1319,6 +1326,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     atomic_init(&s->next_id, 1);
     enum vs_status st;
     uint64_t ttl_ms = (uint64_t)(cfg->cache_ttl_s * 1000.0);
+    if (cfg->cache_ttl_s > 0 && ttl_ms == 0) ttl_ms = 1; /* under 1 ms: the shortest, not none */
     if ((st = vs_rcache_create(cfg->cache_entries, ttl_ms, &s->cache, err)) ||
         (st = vs_metrics_create(&s->metrics, err)) ||
         (st = vs_auth_create(cfg->api_keys, cfg->api_keys_file, &s->auth, err)) ||

@@ -131,6 +131,12 @@ with Server() as s:
     ctb, bb = multipart(fields)
     err(400, "POST", "/predict/batch", body=bb, headers={"Content-Type": ctb}, contains="32",
         what="33 files")
+    # /predict answers one object: several `file` fields are an error naming
+    # /predict/batch (they used to be classified and answered as
+    # "{...},{...}", which is not JSON, up to 64 images past the 32 cap).
+    ctm, bm = multipart([("file", "a.jpg", imgs[0][1]), ("file", "b.jpg", imgs[1][1])])
+    err(400, "POST", "/predict", body=bm, headers={"Content-Type": ctm}, contains="/predict/batch",
+        what="two file fields on /predict")
 
     # --- access log: one line per request with the fields the issue lists
     time.sleep(0.2)

@@ -56,6 +56,13 @@ with Server("--cache-ttl-s", str(ttl)) as s:
     check(c["cache_expirations_total"] == 1 and c["cache_misses_total"] == 2, f"expiry counted {c}")
     check(s.stop() == 0, "clean exit")
 
+# A TTL under a millisecond is a short TTL, not "no expiry" (0 is that).
+with Server("--cache-ttl-s", "0.0004") as s:
+    check(s.predict(A)[2]["cached"] is False, "miss")
+    time.sleep(0.05)
+    check(s.predict(A)[2]["cached"] is False, "a 0.4 ms TTL has expired 50 ms later")
+    check(s.stop() == 0, "clean exit")
+
 # --- single flight: 8 identical requests at once, computed once
 with Server("--batch-timeout-ms", str(int(1000 * SLOW))) as s:
     n = 8

@@ -143,6 +143,14 @@ with Server() as s:
         check(set(out) == {"error"} and word.lower() in out["error"].lower(),
               f"{str(body)[:60]}: error names '{word}': {out}")
         check(h.get("x-request-id") == "v2-err", "request id on v2 errors")
+    # "data" nested deeper than the 8 levels read: the error says so, and does
+    # not claim the array holds more elements than the shape (it holds one).
+    deep = b64(recs[0])
+    for _ in range(10):
+        deep = [deep]
+    st, _, out = infer(s, {"inputs": [{**img, "data": deep}]})
+    check(st == 400 and "nested" in out.get("error", "") and "has more" not in out.get("error", ""),
+          f"deeply nested data: {st} {out}")
     for path in ("/v2/models/other", "/v2/models/other/ready"):
         st, _, body = s.request("GET", path)
         check(st == 404 and "error" in json.loads(body), f"GET {path}: {st}")
