@@ -130,9 +130,15 @@ enum vs_status vs_auth_create(const char *keys_csv, const char *file, struct vs_
     if (!a) return vs_err_set(err, VS_NOMEM, "out of memory");
     pthread_rwlock_init(&a->lock, NULL);
     enum vs_status st = VS_OK;
-    if (keys_csv && *keys_csv)
+    if (keys_csv) {
         st = parse_keys(keys_csv, strlen(keys_csv), false, "--api-key / VITSERVE_API_KEYS",
                         &a->fixed, &a->nfixed, err);
+        if (!st && a->nfixed == 0)
+            st = vs_err_set(err, VS_BAD_INPUT,
+                            "--api-key / VITSERVE_API_KEYS: no key in '%.64s' (an empty value "
+                            "would turn authentication off; to serve without keys, give neither)",
+                            keys_csv);
+    }
     if (!st && file && *file && !(a->file = strdup(file)))
         st = vs_err_set(err, VS_NOMEM, "out of memory");
     if (!st) st = load_all(a, &a->keys, &a->n, err);

@@ -26,9 +26,11 @@
 
 struct vs_auth;
 
-/* keys_csv: "k1,k2" or NULL/""; file: path or NULL/"".  Errors: the file
- * cannot be read (VS_IO / VS_NOT_FOUND), a key with whitespace or control
- * characters inside, or longer than 4096 bytes (VS_BAD_INPUT). */
+/* keys_csv: "k1,k2", or NULL when no key was given; file: path or NULL/"".
+ * Errors: the file cannot be read (VS_IO / VS_NOT_FOUND), a key with
+ * whitespace or control characters inside, or longer than 4096 bytes, and
+ * keys_csv given but holding no key ("", " , ": VS_BAD_INPUT; an empty
+ * $KEY in `--api-key "$KEY"` must not quietly turn authentication off). */
 enum vs_status vs_auth_create(const char *keys_csv, const char *file, struct vs_auth **out,
                               struct vs_err *err);
 void vs_auth_destroy(struct vs_auth *a);

@@ -120,6 +120,15 @@ static void test_file_reload(void **state)
     assert_true(vs_auth_enabled(a));
     assert_false(vs_auth_check(a, "Bearer nobody", NULL));
     vs_auth_destroy(a);
+    /* Keys given but none in them (an unset $KEY in --api-key "$KEY", an
+     * empty VITSERVE_API_KEYS) is an error, not "auth off". */
+    const char *empties[] = {"", " ", " , ,", "\t"};
+    for (size_t i = 0; i < sizeof empties / sizeof *empties; i++) {
+        a = NULL;
+        assert_int_equal(vs_auth_create(empties[i], NULL, &a, &err), VS_BAD_INPUT);
+        assert_null(a);
+        assert_non_null(strstr(err.msg, "no key"));
+    }
     /* A missing file at start is an error. */
     remove(path);
     assert_int_not_equal(vs_auth_create(NULL, path, &a, &err), VS_OK);
