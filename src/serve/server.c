@@ -863,6 +863,38 @@ static enum MHD_Result last_xff(void *cls, enum MHD_ValueKind kind, const char *
     return MHD_YES;
 }
 
+/* The address in one X-Forwarded-For entry b[0..n): an IPv4 or IPv6
+ * address, also with a port as some proxies write it ("1.2.3.4:5678",
+ * "[2001:db8::1]:443"; Azure's Application Gateway does).  Writes it to ip
+ * (INET6_ADDRSTRLEN + 1 bytes) and returns true, or false for anything
+ * else. */
+static bool xff_address(const char *b, size_t n, char ip[INET6_ADDRSTRLEN + 1])
+{
+    unsigned char bin[16];
+    const char *colon = memchr(b, ':', n);
+    size_t an = n;
+    if (n > 0 && b[0] == '[') {   /* [v6] or [v6]:port */
+        const char *close = memchr(b, ']', n);
+        if (!close) return false;
+        const char *rest = close + 1, *end = b + n;
+        if (rest < end && (*rest != ':' || rest + 1 == end)) return false;
+        for (const char *d = rest + 1; d < end; d++)
+            if (*d < '0' || *d > '9') return false;
+        b++;
+        an = (size_t)(close - b);
+    } else if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - b))) {
+        /* exactly one colon: v4:port (a bare v6 address has several) */
+        if (colon + 1 == b + n) return false;
+        for (const char *d = colon + 1; d < b + n; d++)
+            if (*d < '0' || *d > '9') return false;
+        an = (size_t)(colon - b);
+    }
+    if (an == 0 || an > INET6_ADDRSTRLEN) return false;
+    memcpy(ip, b, an);
+    ip[an] = '\0';
+    return inet_pton(AF_INET, ip, bin) == 1 || inet_pton(AF_INET6, ip, bin) == 1;
+}
+
 /* The rate-limit key of a request: the API key's id when auth is on, else
  * the client address — with --trust-proxy the right-most X-Forwarded-For
  * entry (the address our proxy saw; entries to its left are whatever the
@@ -884,15 +916,9 @@ static void client_key(struct req *r, struct MHD_Connection *c, const char *key_
             while (b > xff && b[-1] != ',') b--;
             while (b < e && (*b == ' ' || *b == '\t')) b++;
             char ip[INET6_ADDRSTRLEN + 1];
-            size_t n = (size_t)(e - b);
-            unsigned char bin[16];
-            if (n > 0 && n < sizeof ip) {
-                memcpy(ip, b, n);
-                ip[n] = '\0';
-                if (inet_pton(AF_INET, ip, bin) == 1 || inet_pton(AF_INET6, ip, bin) == 1) {
-                    snprintf(out, size, "ip:%s", ip);
-                    return;
-                }
+            if (xff_address(b, (size_t)(e - b), ip)) {
+                snprintf(out, size, "ip:%s", ip);
+                return;
             }
         }
     }

@@ -152,6 +152,14 @@ with Server("--rate-limit", "2/hour", "--trust-proxy", "--cors-origins",
           "A cannot escape by prepending addresses to X-Forwarded-For")
     # ... while client B behind the same proxy (same socket address) has its own bucket.
     check(predict(s, headers=xff("198.51.100.8"))[0] == 200, "B has its own bucket")
+    # Proxies that append the client's port (Azure's Application Gateway
+    # does): the port is not part of the client.
+    check(predict(s, headers=xff("198.51.100.20:5678"))[0] == 200, "C 1/2 (v4 with a port)")
+    check(predict(s, headers=xff("198.51.100.20:6000"))[0] == 200, "C 2/2 (another port, same client)")
+    check(predict(s, headers=xff("198.51.100.20"))[0] == 429, "C without a port is the same client")
+    check(predict(s, headers=xff("[2001:db8::5]:443"))[0] == 200, "D 1/2 ([v6]:port)")
+    check(predict(s, headers=xff("2001:db8::5"))[0] == 200, "D 2/2 (bare v6)")
+    check(predict(s, headers=xff("[2001:db8::5]"))[0] == 429, "D in brackets is the same client")
     # Without the header: the socket address, a third bucket.
     check(predict(s)[0] == 200, "no X-Forwarded-For: keyed by the socket address")
     # The CORS allow-list: listed origin echoed (Vary: Origin), others get nothing.
