@@ -32,6 +32,7 @@
 #include "multipart.h"
 
 #define MAX_PARTS 64
+#define HF_MAX_JSON_VALUES 256   /* the JSON form's values, generously */
 
 struct hf_params {
     int top_k;
@@ -43,6 +44,13 @@ static enum vs_status parse_json(struct req *r, const char *body, size_t len,
                                  struct hf_params *p, uint8_t **img, size_t *img_len,
                                  struct vs_err *err)
 {
+    /* {"inputs": "...", "parameters": {...}}: a handful of values; a body
+     * of many is refused before jansson allocates for each. */
+    const size_t nvalues = vs_serve_json_values(body, len);
+    if (nvalues > HF_MAX_JSON_VALUES)
+        return vs_err_set(err, VS_BAD_INPUT, "JSON body holds %zu values; this route takes an "
+                          "object with \"inputs\" (the image as base64) and \"parameters\"",
+                          nvalues);
     json_error_t je;
     json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!doc) return vs_err_set(err, VS_BAD_INPUT, "request body is not valid JSON: line %d: %s",

@@ -233,14 +233,25 @@ enum MHD_Result vs_serve_v2_infer(struct req *r, struct MHD_Connection *c, const
     enum vs_status st = VS_OK;
     struct v2_req q = {0};
     json_error_t je;
-    json_t *doc = json_loadb(r->body.data ? r->body.data : "", r->body.len,
-                             JSON_REJECT_DUPLICATES, &je);
+    json_t *doc = NULL;
     json_t **leaves = NULL;
     float *pixels = NULL, *logits = NULL;
     struct vs_srv_job *jobs = NULL;
     uint8_t **decoded = NULL;
     const float **rows = NULL;
     long nleaves = 0;
+    /* At most MAX_ITEMS images of pixel values plus the request's few
+     * other fields: a body with more values is refused before jansson
+     * allocates for each (~40-100 bytes a value). */
+    const size_t nvalues = vs_serve_json_values(r->body.data ? r->body.data : "", r->body.len);
+    const size_t max_values = (size_t)MAX_ITEMS * s->in_floats + 1024;
+    if (nvalues > max_values) {
+        st = vs_err_set(&err, VS_TOO_LARGE, "JSON body holds %zu values, more than %d images of "
+                        "%zu pixel values and the request's other fields (%zu)",
+                        nvalues, MAX_ITEMS, s->in_floats, max_values);
+        goto fail;
+    }
+    doc = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &je);
     if (!doc) {
         st = vs_err_set(&err, VS_BAD_INPUT, "request body is not valid JSON: line %d: %s",
                         je.line, je.text);

@@ -852,6 +852,25 @@ out:
     return ret;
 }
 
+size_t vs_serve_json_values(const char *s, size_t n)
+{
+    size_t commas = 0;
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        const char ch = s[i];
+        if (ch == '"') {   /* skip the string, escapes included */
+            any = true;
+            for (i++; i < n && s[i] != '"'; i++)
+                if (s[i] == '\\') i++;
+        } else if (ch == ',') {
+            commas++;
+        } else if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r') {
+            any = true;
+        }
+    }
+    return any ? commas + 1 : 0;
+}
+
 /* ---- the MHD callbacks ------------------------------------------------ */
 
 /* Collects the values of every X-Forwarded-For header line; keeps the last. */

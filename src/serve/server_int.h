@@ -156,6 +156,13 @@ enum vs_status vs_serve_run_pixels(struct req *r, const float *pixels, int n, fl
 /* The request's deadline (headers time + --request-timeout-s). */
 uint64_t vs_serve_deadline(const struct req *r);
 
+/* An upper bound on the number of values in JSON text s[0..n) (commas
+ * outside strings, plus one), found without parsing it: jansson spends
+ * ~40-100 bytes per value, so a JSON route checks this against what it
+ * can use before handing the body to json_loadb (a 20 MiB body of "0,"
+ * would otherwise cost ~1 GiB while parsed). */
+size_t vs_serve_json_values(const char *s, size_t n);
+
 /* Route handlers (web.c, routes_hf.c, routes_v2.c). */
 enum vs_status vs_serve_web_init(struct vs_server *s, struct vs_err *err);
 enum MHD_Result vs_serve_web_get(struct req *r, struct MHD_Connection *c);

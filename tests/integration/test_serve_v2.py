@@ -151,6 +151,22 @@ with Server() as s:
     st, _, out = infer(s, {"inputs": [{**img, "data": deep}]})
     check(st == 400 and "nested" in out.get("error", "") and "has more" not in out.get("error", ""),
           f"deeply nested data: {st} {out}")
+    # More values than 32 images of pixels: refused from a scan of the text,
+    # before jansson allocates for each value (a body of "0," costs ~40-100
+    # bytes of memory per value once parsed).
+    many = 32 * 3 * H * W + 2048
+    raw = (b'{"inputs":[{"name":"pixel_values","datatype":"FP32","shape":[1,3,%d,%d],"data":['
+           % (H, W) + b"0," * many + b'0]}]}')
+    st, _, out = infer(s, raw)
+    check(st == 413 and "values" in out.get("error", ""), f"{many} values in a v2 body: {st} {out}")
+    # ... while commas inside strings are not values
+    st, _, out = infer(s, {"inputs": [{**img, "data": ["x" + "," * many]}]})
+    check(st == 400 and "values" not in out.get("error", ""), f"commas in a string: {st} {out}")
+    # The Hugging Face JSON form takes a handful of values.
+    st, _, body = s.request("POST", "/", body=b'{"inputs":[' + b"0," * 1000 + b'0]}',
+                            headers={"Content-Type": "application/json"})
+    check(st == 400 and "values" in json.loads(body).get("detail", json.loads(body).get("error", "")),
+          f"1001 values in the HF JSON form: {st} {body[:200]}")
     for path in ("/v2/models/other", "/v2/models/other/ready"):
         st, _, body = s.request("GET", path)
         check(st == 404 and "error" in json.loads(body), f"GET {path}: {st}")
