@@ -104,6 +104,20 @@ static void cache_root(char *out, size_t n)
     else snprintf(out, n, "%s/.cache/huggingface/hub", (v = getenv("HOME")) && *v ? v : "");
 }
 
+bool vs_hub_repo_dir(const char *root, const char *repo, char *out, size_t n)
+{
+    size_t l = (size_t)snprintf(out, n, "%s/models--", root);
+    if (l >= n) return false;
+    for (const char *c = repo; *c; c++) {
+        size_t need = *c == '/' ? 2 : 1;             /* models--org--name */
+        if (l + need >= n) return false;
+        if (*c == '/') { out[l++] = '-'; out[l++] = '-'; }
+        else out[l++] = *c;
+    }
+    out[l] = '\0';
+    return true;
+}
+
 /* Appends "; <path> (<why>)" to the list of places looked at. */
 static void note(char *looked, size_t n, const char *path, const char *why)
 {
@@ -117,13 +131,10 @@ static bool hub_find_local(const char *root, const char *repo, const char *rev,
                            char *dir, size_t dir_size, char *looked, size_t looked_size)
 {
     char base[4096], p[4096 + 512], commit[128];
-    /* models--org--name: '/' becomes "--". */
-    int bl = snprintf(base, sizeof base, "%s/models--", root);
-    for (const char *c = repo; *c && bl + 3 < (int)sizeof base; c++) {
-        if (*c == '/') { base[bl++] = '-'; base[bl++] = '-'; }
-        else base[bl++] = *c;
+    if (!vs_hub_repo_dir(root, repo, base, sizeof base)) {
+        note(looked, looked_size, root, "path too long for this model's folder");
+        return false;
     }
-    base[bl] = '\0';
     if (!is_dir(base)) {
         note(looked, looked_size, base, "no such folder");
         return false;

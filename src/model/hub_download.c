@@ -548,6 +548,10 @@ static enum vs_status download(struct fetch *f, const char *base, char *dir, siz
 enum vs_status vs_hub_download(const char *root, const char *repo, const char *rev,
                                char *dir, size_t dir_size, struct vs_err *err)
 {
+    char base[4096];
+    if (!vs_hub_repo_dir(root, repo, base, sizeof base))
+        return vs_err_set(err, VS_BAD_INPUT, "%.200s...: the hub cache path is too long for %s",
+                          root, repo);
     static bool curl_ready;
     if (!curl_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
@@ -569,13 +573,6 @@ enum vs_status vs_hub_download(const char *root, const char *repo, const char *r
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
         f.headers = curl_slist_append(f.headers, auth);
     }
-    char base[4096];
-    int bl = snprintf(base, sizeof base, "%s/models--", root);
-    for (const char *c = repo; *c && bl + 3 < (int)sizeof base; c++) {
-        if (*c == '/') { base[bl++] = '-'; base[bl++] = '-'; }
-        else base[bl++] = *c;
-    }
-    base[bl] = '\0';
     fprintf(stderr, "vitserve: downloading %s@%s from %s into %s\n", repo, rev, f.endpoint, base);
     enum vs_status st = download(&f, base, dir, dir_size, err);
     curl_slist_free_all(f.headers);

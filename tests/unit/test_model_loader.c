@@ -175,6 +175,35 @@ static void test_hub_resolution(void **state)
     expect_resolve(p, tiny);
 }
 
+/* A cache root near PATH_MAX: models--<org>--<name> does not fit the
+ * path buffer.  Refused with an error, never written past the buffer (the
+ * ASan build checks), offline (the cache look-up) and online (the
+ * download's own folder name, before any request). */
+static void test_hub_long_cache_root(void **state)
+{
+    (void)state;
+    char root[4096];
+    memset(root, 'a', sizeof root - 1);
+    root[0] = '/';
+    root[sizeof root - 1] = '\0';                        /* 4095 bytes, as cache_root keeps */
+    unsetenv("HUGGINGFACE_HUB_CACHE");
+    unsetenv("HF_HOME");
+    setenv("HF_HUB_CACHE", root, 1);
+    char dir[4096];
+    struct vs_err e = {0};
+    setenv("HF_HUB_OFFLINE", "1", 1);
+    assert_int_equal(vs_model_resolve("my-org/vit.tiny", dir, sizeof dir, &e), VS_NOT_FOUND);
+    unsetenv("HF_HUB_OFFLINE");
+    setenv("HF_ENDPOINT", "http://127.0.0.1:1", 1);      /* nothing listens: no request made */
+    memset(&e, 0, sizeof e);
+    enum vs_status s = vs_model_resolve("my-org/vit.tiny", dir, sizeof dir, &e);
+    if (!strstr(e.msg, "too long")) print_error("resolve: %d: %s\n", s, e.msg);
+    assert_int_equal(s, VS_BAD_INPUT);
+    assert_non_null(strstr(e.msg, "too long"));
+    unsetenv("HF_ENDPOINT");
+    unsetenv("HF_HUB_CACHE");
+}
+
 /* ---- dtypes and shards ---------------------------------------------------- */
 
 static float *random_pixels(const struct vs_model_info *mi, int n, uint32_t seed)
@@ -568,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_parsers),
         cmocka_unit_test(test_scores_topk),
         cmocka_unit_test(test_hub_resolution),
+        cmocka_unit_test(test_hub_long_cache_root),
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_forward_rows),
         cmocka_unit_test(test_variants),
