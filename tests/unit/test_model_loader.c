@@ -114,6 +114,11 @@ static void test_hub_resolution(void **state)
     write_text(p, C1);                                   /* no newline, as the hub writes it */
     snprintf(p, sizeof p, "%s/refs/v2", repo);
     write_text(p, C2 "\n");
+    /* snapshots/C2: what resolution checks is there (the files, not their content). */
+    snprintf(p, sizeof p, "%s/snapshots/" C2 "/config.json", repo);
+    write_text(p, "{}");
+    snprintf(p, sizeof p, "%s/snapshots/" C2 "/model.safetensors", repo);
+    write_text(p, "");
 
     unsetenv("HUGGINGFACE_HUB_CACHE");
     setenv("HF_HUB_CACHE", cache, 1);
@@ -140,6 +145,21 @@ static void test_hub_resolution(void **state)
     expect_not_found("my-org/vit.tiny@v3", "refs/v3", "HF_HUB_OFFLINE");
     expect_not_found("my-org/vit.tiny@" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "snapshots/aaaa",
                      "no such snapshot");
+    /* A snapshot without its weights (huggingface_hub's AutoConfig leaves
+     * config.json alone; a download cut after config.json) is not used. */
+    char c3[1500];
+    snprintf(c3, sizeof c3, "%s/snapshots/" "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", repo);
+    mkdirs(c3);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", c3);
+    unlink(p);                                           /* from an earlier run */
+    snprintf(p, sizeof p, "%s/config.json", c3);
+    write_text(p, "{}");
+    expect_not_found("my-org/vit.tiny@bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "snapshots/bbbb",
+                     "no model.safetensors nor model.safetensors.index.json");
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", c3);
+    write_text(p, "{\"weight_map\": {\"x\": \"model-00001-of-00002.safetensors\"}}");
+    expect_not_found("my-org/vit.tiny@bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "snapshots/bbbb",
+                     "a shard the index names is missing");
     snprintf(p, sizeof p, "%s/refs/bad", repo);
     write_text(p, "../../etc\n");
     expect_not_found("my-org/vit.tiny@bad", "refs/bad", "commit hash");
@@ -159,6 +179,10 @@ static void test_hub_resolution(void **state)
     mkdirs(p);
     snprintf(p, sizeof p, "%s/hub/models--solo/snapshots/" C2, home);
     mkdirs(p);
+    snprintf(p, sizeof p, "%s/hub/models--solo/snapshots/" C2 "/config.json", home);
+    write_text(p, "{}");
+    snprintf(p, sizeof p, "%s/hub/models--solo/snapshots/" C2 "/model.safetensors", home);
+    write_text(p, "");
     snprintf(p, sizeof p, "%s/hub/models--solo/refs/main", home);
     write_text(p, C2);
     setenv("HF_HOME", home, 1);
