@@ -73,16 +73,19 @@ struct head_info {
     long long size;
 };
 
-static void trim_value(const char *v, size_t len, char *out, size_t n)
+/* Copies the trimmed value (at most n - 1 bytes); returns its whole length. */
+static size_t trim_value(const char *v, size_t len, char *out, size_t n)
 {
     while (len > 0 && isspace((unsigned char)*v)) v++, len--;
     while (len > 0 && isspace((unsigned char)v[len - 1])) len--;
     if (len >= 2 && v[0] == '"' && v[len - 1] == '"') v++, len -= 2;
     if (len > 2 && v[0] == 'W' && v[1] == '/') v += 2, len -= 2; /* weak etag */
     if (len >= 2 && v[0] == '"' && v[len - 1] == '"') v++, len -= 2;
+    size_t whole = len;
     if (len >= n) len = n - 1;
     memcpy(out, v, len);
     out[len] = '\0';
+    return whole;
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
@@ -100,11 +103,9 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
     else if (IS("x-linked-etag")) trim_value(v, vl, h->etag, sizeof h->etag);
     else if (IS("etag") && !h->etag[0]) trim_value(v, vl, h->etag, sizeof h->etag);
     else if (IS("location")) {
-        trim_value(v, vl, h->location, sizeof h->location);
-        /* trim_value keeps at most sizeof - 1 bytes; a longer value (after
-         * the line's CRLF and spaces) must not be followed half-read */
-        h->location_cut = strlen(h->location) == sizeof h->location - 1 &&
-                          vl > sizeof h->location + 1;
+        /* a value longer than location[] keeps must not be followed half-read */
+        h->location_cut = trim_value(v, vl, h->location, sizeof h->location) >=
+                          sizeof h->location;
     }
     else if (IS("x-error-code")) trim_value(v, vl, h->error_code, sizeof h->error_code);
     else if (IS("x-linked-size") || (IS("content-length") && h->size < 0)) {

@@ -37,6 +37,11 @@ hub.redirect_away("away/host", "http://127.0.0.1:9/elsewhere/config.json")
 hub.redirect_away("away/relative", "../other/config.json")
 hub.redirect_away("away/long", "/" + "x" * 3000)
 hub.rename("loop/b", "loop/a")
+# Renamed to a name whose Location for preprocessor_config.json is exactly
+# 2047 bytes, the longest one kept whole: followed, as the docs say.
+LONG_NEW = "long-org/" + "v" * (2047 - len("/resolve/main/preprocessor_config.json") - 1 - 9)
+hub.add(LONG_NEW, MODEL)
+hub.rename("old-org/long-vit", LONG_NEW)
 flaky = hub.add("test/flaky-vit", MODEL, badsum=True)
 SHARDED = gen_model("hub-sharded", "--preset", "tiny", "--shards", "2")
 flaky_sharded = hub.add("test/flaky-sharded", SHARDED, badsum=True)
@@ -223,6 +228,12 @@ try:
     check(code == 0 and json_lines(out)[0]["predictions"] == want,
           f"a config-only snapshot gets its weights: {code} {err}")
     check(os.path.islink(os.path.join(snap, "model.safetensors")), "weights linked into the snapshot")
+
+    # 7i. A Location of exactly 2047 bytes fits and is followed.
+    home = fresh_home("long-ok")
+    code, out, err = classify("old-org/long-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"a 2047-byte relative Location is followed: {code} {err}")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
