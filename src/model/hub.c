@@ -28,6 +28,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <jansson.h>
+
 static bool is_dir(const char *p)
 {
     struct stat sb;
@@ -104,6 +106,20 @@ static void cache_root(char *out, size_t n)
     else snprintf(out, n, "%s/.cache/huggingface/hub", (v = getenv("HOME")) && *v ? v : "");
 }
 
+bool vs_hub_repo_dir(const char *root, const char *repo, char *out, size_t n)
+{
+    size_t l = (size_t)snprintf(out, n, "%s/models--", root);
+    if (l >= n) return false;
+    for (const char *c = repo; *c; c++) {
+        size_t need = *c == '/' ? 2 : 1;             /* models--org--name */
+        if (l + need >= n) return false;
+        if (*c == '/') { out[l++] = '-'; out[l++] = '-'; }
+        else out[l++] = *c;
+    }
+    out[l] = '\0';
+    return true;
+}
+
 /* Appends "; <path> (<why>)" to the list of places looked at. */
 static void note(char *looked, size_t n, const char *path, const char *why)
 {
@@ -112,18 +128,51 @@ static void note(char *looked, size_t n, const char *path, const char *why)
         looked[l] = '\0';
 }
 
+static bool is_file(const char *dir, const char *name)
+{
+    char p[8192];
+    struct stat sb;
+    return (size_t)snprintf(p, sizeof p, "%s/%s", dir, name) < sizeof p && stat(p, &sb) == 0 &&
+           S_ISREG(sb.st_mode);
+}
+
+/* What a snapshot folder lacks for loading (config.json; model.safetensors,
+ * or the index and each shard it names), or NULL when nothing.
+ * huggingface_hub fills a snapshot file by file (AutoConfig fetches
+ * config.json alone), and a download cut after config.json leaves one
+ * behind: such a folder is completed from the hub, not loaded.  A shard
+ * entry the loader would refuse anyway is left for it to report. */
+static const char *snapshot_lacks(const char *snap)
+{
+    if (!is_file(snap, "config.json")) return "no config.json";
+    if (is_file(snap, "model.safetensors")) return NULL;
+    if (!is_file(snap, "model.safetensors.index.json"))
+        return "no model.safetensors nor model.safetensors.index.json";
+    char p[8192];
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", snap);
+    json_t *idx = json_load_file(p, 0, NULL);
+    const char *why = NULL, *key;
+    json_t *v;
+    json_object_foreach(json_object_get(idx, "weight_map"), key, v) {
+        const char *shard = json_string_value(v);
+        if (shard && *shard && !strchr(shard, '/') && !is_file(snap, shard)) {
+            why = "a shard the index names is missing";
+            break;
+        }
+    }
+    json_decref(idx);
+    return why;
+}
+
 /* Looks repo@rev up in the cache; true with dir filled when found. */
 static bool hub_find_local(const char *root, const char *repo, const char *rev,
                            char *dir, size_t dir_size, char *looked, size_t looked_size)
 {
     char base[4096], p[4096 + 512], commit[128];
-    /* models--org--name: '/' becomes "--". */
-    int bl = snprintf(base, sizeof base, "%s/models--", root);
-    for (const char *c = repo; *c && bl + 3 < (int)sizeof base; c++) {
-        if (*c == '/') { base[bl++] = '-'; base[bl++] = '-'; }
-        else base[bl++] = *c;
+    if (!vs_hub_repo_dir(root, repo, base, sizeof base)) {
+        note(looked, looked_size, root, "path too long for this model's folder");
+        return false;
     }
-    base[bl] = '\0';
     if (!is_dir(base)) {
         note(looked, looked_size, base, "no such folder");
         return false;
@@ -149,6 +198,11 @@ static bool hub_find_local(const char *root, const char *repo, const char *rev,
     snprintf(p, sizeof p, "%s/snapshots/%s", base, commit);
     if (!is_dir(p)) {
         note(looked, looked_size, p, "no such snapshot");
+        return false;
+    }
+    const char *lacks = snapshot_lacks(p);
+    if (lacks) {
+        note(looked, looked_size, p, lacks);
         return false;
     }
     if ((size_t)snprintf(dir, dir_size, "%s", p) >= dir_size) {

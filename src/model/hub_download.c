@@ -73,16 +73,19 @@ struct head_info {
     long long size;
 };
 
-static void trim_value(const char *v, size_t len, char *out, size_t n)
+/* Copies the trimmed value (at most n - 1 bytes); returns its whole length. */
+static size_t trim_value(const char *v, size_t len, char *out, size_t n)
 {
     while (len > 0 && isspace((unsigned char)*v)) v++, len--;
     while (len > 0 && isspace((unsigned char)v[len - 1])) len--;
     if (len >= 2 && v[0] == '"' && v[len - 1] == '"') v++, len -= 2;
     if (len > 2 && v[0] == 'W' && v[1] == '/') v += 2, len -= 2; /* weak etag */
     if (len >= 2 && v[0] == '"' && v[len - 1] == '"') v++, len -= 2;
+    size_t whole = len;
     if (len >= n) len = n - 1;
     memcpy(out, v, len);
     out[len] = '\0';
+    return whole;
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
@@ -100,11 +103,9 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
     else if (IS("x-linked-etag")) trim_value(v, vl, h->etag, sizeof h->etag);
     else if (IS("etag") && !h->etag[0]) trim_value(v, vl, h->etag, sizeof h->etag);
     else if (IS("location")) {
-        trim_value(v, vl, h->location, sizeof h->location);
-        /* trim_value keeps at most sizeof - 1 bytes; a longer value (after
-         * the line's CRLF and spaces) must not be followed half-read */
-        h->location_cut = strlen(h->location) == sizeof h->location - 1 &&
-                          vl > sizeof h->location + 1;
+        /* a value longer than location[] keeps must not be followed half-read */
+        h->location_cut = trim_value(v, vl, h->location, sizeof h->location) >=
+                          sizeof h->location;
     }
     else if (IS("x-error-code")) trim_value(v, vl, h->error_code, sizeof h->error_code);
     else if (IS("x-linked-size") || (IS("content-length") && h->size < 0)) {
@@ -548,6 +549,10 @@ static enum vs_status download(struct fetch *f, const char *base, char *dir, siz
 enum vs_status vs_hub_download(const char *root, const char *repo, const char *rev,
                                char *dir, size_t dir_size, struct vs_err *err)
 {
+    char base[4096];
+    if (!vs_hub_repo_dir(root, repo, base, sizeof base))
+        return vs_err_set(err, VS_BAD_INPUT, "%.200s...: the hub cache path is too long for %s",
+                          root, repo);
     static bool curl_ready;
     if (!curl_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
@@ -569,13 +574,6 @@ enum vs_status vs_hub_download(const char *root, const char *repo, const char *r
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", tok);
         f.headers = curl_slist_append(f.headers, auth);
     }
-    char base[4096];
-    int bl = snprintf(base, sizeof base, "%s/models--", root);
-    for (const char *c = repo; *c && bl + 3 < (int)sizeof base; c++) {
-        if (*c == '/') { base[bl++] = '-'; base[bl++] = '-'; }
-        else base[bl++] = *c;
-    }
-    base[bl] = '\0';
     fprintf(stderr, "vitserve: downloading %s@%s from %s into %s\n", repo, rev, f.endpoint, base);
     enum vs_status st = download(&f, base, dir, dir_size, err);
     curl_slist_free_all(f.headers);

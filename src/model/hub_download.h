@@ -5,6 +5,7 @@
 #ifndef VS_MODEL_HUB_DOWNLOAD_H
 #define VS_MODEL_HUB_DOWNLOAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/vs.h"
@@ -19,6 +20,10 @@
  * about tokens, checksum mismatch, disk). */
 enum vs_status vs_hub_download(const char *root, const char *repo, const char *rev,
                                char *dir, size_t dir_size, struct vs_err *err);
+
+/* root/models--<org>--<name> ('/' of repo becomes "--") into out[n]; false
+ * when it does not fit. */
+bool vs_hub_repo_dir(const char *root, const char *repo, char *out, size_t n);
 
 /* The endpoint in use ($HF_ENDPOINT or https://huggingface.co). */
 const char *vs_hub_endpoint(void);

@@ -10,7 +10,7 @@ import os
 import shutil
 
 from fake_hub import FakeHub
-from vstest import FIXTURE, TMP, check, done, json_lines, vitserve
+from vstest import FIXTURE, TMP, check, done, gen_model, json_lines, vitserve
 
 MODEL = os.path.join(FIXTURE, "model")
 IMG = os.path.join(FIXTURE, "images", "a01_chelsea_baseline420.jpg")
@@ -37,6 +37,14 @@ hub.redirect_away("away/host", "http://127.0.0.1:9/elsewhere/config.json")
 hub.redirect_away("away/relative", "../other/config.json")
 hub.redirect_away("away/long", "/" + "x" * 3000)
 hub.rename("loop/b", "loop/a")
+# Renamed to a name whose Location for preprocessor_config.json is exactly
+# 2047 bytes, the longest one kept whole: followed, as the docs say.
+LONG_NEW = "long-org/" + "v" * (2047 - len("/resolve/main/preprocessor_config.json") - 1 - 9)
+hub.add(LONG_NEW, MODEL)
+hub.rename("old-org/long-vit", LONG_NEW)
+flaky = hub.add("test/flaky-vit", MODEL, badsum=True)
+SHARDED = gen_model("hub-sharded", "--preset", "tiny", "--shards", "2")
+flaky_sharded = hub.add("test/flaky-sharded", SHARDED, badsum=True)
 
 
 def fresh_home(name):
@@ -188,6 +196,44 @@ try:
               f"{repo_id}: unfollowed redirect named: {code} {err}")
         check(not any(p.startswith("/x") for _, p in hub.requests),
               f"{repo_id}: the cut Location was not requested: {hub.requests[:3]}")
+
+    # 7h. A snapshot folder that lacks the weights is completed from the hub,
+    #     not loaded as it is: a download at a pinned commit that failed
+    #     after config.json (no refs/ is written for a commit), single file
+    #     or sharded (the index fetched, no shard); and a snapshot that
+    #     huggingface_hub filled with config.json only (AutoConfig does).
+    code, out, err = vitserve("classify", "--model", SHARDED, "--json", "--device", "cpu", IMG)
+    check(code == 0, f"local classify, sharded: {err}")
+    want_sharded = json_lines(out)[0]["predictions"]
+    for repo_id, repo, expect in (("test/flaky-vit", flaky, want),
+                                  ("test/flaky-sharded", flaky_sharded, want_sharded)):
+        home = fresh_home(repo_id.replace("/", "-"))
+        repo.badsum = True
+        code, _, err = classify(f"{repo_id}@{repo.commit}", home)
+        check(code == 1 and "checksum" in err, f"{repo_id}: first download fails: {code} {err}")
+        code, _, err = classify(f"{repo_id}@{repo.commit}", home, {"HF_HUB_OFFLINE": "1"})
+        check(code == 1 and "HF_HUB_OFFLINE" in err and ".bin" not in err,
+              f"{repo_id}: offline, the incomplete snapshot is named as such: {code} {err}")
+        repo.badsum = False
+        code, out, err = classify(f"{repo_id}@{repo.commit}", home)
+        check(code == 0 and json_lines(out)[0]["predictions"] == expect,
+              f"{repo_id}: the incomplete snapshot is completed on the next run: {code} {err}")
+    home = fresh_home("config-only")
+    code, _, err = classify("test/tiny-vit", home)
+    check(code == 0, f"download: {err}")
+    snap = os.path.join(home, "hub", "models--test--tiny-vit", "snapshots", tiny.commit)
+    os.unlink(os.path.join(snap, "model.safetensors"))
+    os.unlink(os.path.join(snap, "preprocessor_config.json"))
+    code, out, err = classify("test/tiny-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"a config-only snapshot gets its weights: {code} {err}")
+    check(os.path.islink(os.path.join(snap, "model.safetensors")), "weights linked into the snapshot")
+
+    # 7i. A Location of exactly 2047 bytes fits and is followed.
+    home = fresh_home("long-ok")
+    code, out, err = classify("old-org/long-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"a 2047-byte relative Location is followed: {code} {err}")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")

@@ -114,6 +114,11 @@ static void test_hub_resolution(void **state)
     write_text(p, C1);                                   /* no newline, as the hub writes it */
     snprintf(p, sizeof p, "%s/refs/v2", repo);
     write_text(p, C2 "\n");
+    /* snapshots/C2: what resolution checks is there (the files, not their content). */
+    snprintf(p, sizeof p, "%s/snapshots/" C2 "/config.json", repo);
+    write_text(p, "{}");
+    snprintf(p, sizeof p, "%s/snapshots/" C2 "/model.safetensors", repo);
+    write_text(p, "");
 
     unsetenv("HUGGINGFACE_HUB_CACHE");
     setenv("HF_HUB_CACHE", cache, 1);
@@ -140,6 +145,21 @@ static void test_hub_resolution(void **state)
     expect_not_found("my-org/vit.tiny@v3", "refs/v3", "HF_HUB_OFFLINE");
     expect_not_found("my-org/vit.tiny@" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "snapshots/aaaa",
                      "no such snapshot");
+    /* A snapshot without its weights (huggingface_hub's AutoConfig leaves
+     * config.json alone; a download cut after config.json) is not used. */
+    char c3[1500];
+    snprintf(c3, sizeof c3, "%s/snapshots/" "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", repo);
+    mkdirs(c3);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", c3);
+    unlink(p);                                           /* from an earlier run */
+    snprintf(p, sizeof p, "%s/config.json", c3);
+    write_text(p, "{}");
+    expect_not_found("my-org/vit.tiny@bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "snapshots/bbbb",
+                     "no model.safetensors nor model.safetensors.index.json");
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", c3);
+    write_text(p, "{\"weight_map\": {\"x\": \"model-00001-of-00002.safetensors\"}}");
+    expect_not_found("my-org/vit.tiny@bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "snapshots/bbbb",
+                     "a shard the index names is missing");
     snprintf(p, sizeof p, "%s/refs/bad", repo);
     write_text(p, "../../etc\n");
     expect_not_found("my-org/vit.tiny@bad", "refs/bad", "commit hash");
@@ -159,6 +179,10 @@ static void test_hub_resolution(void **state)
     mkdirs(p);
     snprintf(p, sizeof p, "%s/hub/models--solo/snapshots/" C2, home);
     mkdirs(p);
+    snprintf(p, sizeof p, "%s/hub/models--solo/snapshots/" C2 "/config.json", home);
+    write_text(p, "{}");
+    snprintf(p, sizeof p, "%s/hub/models--solo/snapshots/" C2 "/model.safetensors", home);
+    write_text(p, "");
     snprintf(p, sizeof p, "%s/hub/models--solo/refs/main", home);
     write_text(p, C2);
     setenv("HF_HOME", home, 1);
@@ -173,6 +197,35 @@ static void test_hub_resolution(void **state)
     expect_resolve(tiny, tiny);
     snprintf(p, sizeof p, "%s/", tiny);
     expect_resolve(p, tiny);
+}
+
+/* A cache root near PATH_MAX: models--<org>--<name> does not fit the
+ * path buffer.  Refused with an error, never written past the buffer (the
+ * ASan build checks), offline (the cache look-up) and online (the
+ * download's own folder name, before any request). */
+static void test_hub_long_cache_root(void **state)
+{
+    (void)state;
+    char root[4096];
+    memset(root, 'a', sizeof root - 1);
+    root[0] = '/';
+    root[sizeof root - 1] = '\0';                        /* 4095 bytes, as cache_root keeps */
+    unsetenv("HUGGINGFACE_HUB_CACHE");
+    unsetenv("HF_HOME");
+    setenv("HF_HUB_CACHE", root, 1);
+    char dir[4096];
+    struct vs_err e = {0};
+    setenv("HF_HUB_OFFLINE", "1", 1);
+    assert_int_equal(vs_model_resolve("my-org/vit.tiny", dir, sizeof dir, &e), VS_NOT_FOUND);
+    unsetenv("HF_HUB_OFFLINE");
+    setenv("HF_ENDPOINT", "http://127.0.0.1:1", 1);      /* nothing listens: no request made */
+    memset(&e, 0, sizeof e);
+    enum vs_status s = vs_model_resolve("my-org/vit.tiny", dir, sizeof dir, &e);
+    if (!strstr(e.msg, "too long")) print_error("resolve: %d: %s\n", s, e.msg);
+    assert_int_equal(s, VS_BAD_INPUT);
+    assert_non_null(strstr(e.msg, "too long"));
+    unsetenv("HF_ENDPOINT");
+    unsetenv("HF_HUB_CACHE");
 }
 
 /* ---- dtypes and shards ---------------------------------------------------- */
@@ -568,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_parsers),
         cmocka_unit_test(test_scores_topk),
         cmocka_unit_test(test_hub_resolution),
+        cmocka_unit_test(test_hub_long_cache_root),
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_forward_rows),
         cmocka_unit_test(test_variants),
