@@ -422,7 +422,9 @@ static enum vs_status load(struct vs_model *m, const char *spec,
     };
     if ((s = m->ops->create(&m->vc, &m->w, &bo, &m->ctx, err))) {
         m->ctx = NULL;
-        vs_err_prefix(err, "%s backend", m->ops->name);
+        char who[64];   /* "cpu backend", unless the message names it already */
+        snprintf(who, sizeof who, "%s backend", m->ops->name);
+        if (err && strncmp(err->msg, who, strlen(who))) vs_err_prefix(err, "%s", who);
         return s;
     }
     const char *dn = m->ops->device_name ? m->ops->device_name(m->ctx) : NULL;

@@ -44,6 +44,10 @@ check("1 to 64" in out, f"classify --help states --top-k's range: {out}")
 code, _, err = vitserve("classify", "--model", MODEL, "--top-k", "65", IMG)
 check(code == 2 and "--top-k" in err, f"--top-k 65: {code} {err}")
 
+# A backend's refusal is named once ("cpu backend: precision fp16 ...").
+code, _, err = vitserve("classify", "--model", MODEL, "--precision", "fp16", "--device", "cpu", IMG)
+check(code == 1 and "fp16" in err and err.count("cpu backend") == 1, f"fp16 on the CPU: {code} {err}")
+
 # A missing model names where it looked.
 empty_cache = os.path.join(TMP, "empty-hf-cache")
 os.makedirs(empty_cache, exist_ok=True)
