@@ -409,8 +409,13 @@ static enum vs_status fetch_file(struct fetch *f, const char *base, const char *
             closed_ok = fclose(s.out) == 0;
         }
         if ((rc == CURLE_OK || s.over) && have > 0 && status == 200) {
-            /* The server ignored the range and sent everything: start over. */
-            unlink(part);
+            /* The server ignored the range and sent everything: start over
+             * (once the partial file is gone, the retry asks for no range,
+             * so this cannot recur; a partial file that cannot be removed
+             * would make it loop, hence the check). */
+            if (unlink(part) != 0 && errno != ENOENT)
+                return vs_err_set(err, VS_IO, "%s: cannot remove the partial download to start "
+                                  "over: %s", part, strerror(errno));
             return fetch_file(f, base, file, optional, missing, commit, commit_n, err);
         }
         if (s.over) {
