@@ -40,6 +40,10 @@ struct vs_model *vs_cli_load_model(const char *cmd, const struct vs_cli_model_ar
                 err.msg[0] ? err.msg : vs_status_str(err.status));
         return NULL;
     }
+    if (vs_model_info(m)->preproc_defaults)
+        fprintf(stderr, "vitserve %s: warning: %s has no preprocessor_config.json; using "
+                "ViTImageProcessor's defaults (mean and std 0.5): a model trained with other "
+                "normalisation scores wrongly\n", cmd, vs_model_info(m)->dir);
     return m;
 }
 

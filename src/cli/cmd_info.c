@@ -54,8 +54,8 @@ int vs_cmd_info(int argc, char **argv)
         for (int i = 0; i < mi->num_files; i++) json_array_append_new(files, json_string(mi->files[i]));
         json_object_set_new(o, "labels", labels);
         json_object_set_new(o, "files", files);
-        json_object_set_new(o, "preprocessor", json_pack("{s:b, s:i, s:i, s:s, s:b, s:f, s:b, s:[f,f,f], s:[f,f,f]}",
-            "do_resize", p->do_resize, "height", p->height, "width", p->width, "resample", rs,
+        json_object_set_new(o, "preprocessor", json_pack("{s:b, s:b, s:i, s:i, s:s, s:b, s:f, s:b, s:[f,f,f], s:[f,f,f]}",
+            "defaults", mi->preproc_defaults, "do_resize", p->do_resize, "height", p->height, "width", p->width, "resample", rs,
             "do_rescale", p->do_rescale, "rescale_factor", p->rescale_factor,
             "do_normalize", p->do_normalize,
             "image_mean", (double)p->image_mean[0], (double)p->image_mean[1], (double)p->image_mean[2],
@@ -80,7 +80,8 @@ int vs_cmd_info(int argc, char **argv)
         printf("parameters     %llu (%s, %.1f MiB of tensor data)\n",
                (unsigned long long)mi->num_params, mi->dtype, (double)mi->weight_bytes / 1048576.0);
         printf("compute        %.2f GFLOP per image\n", mi->flops_per_image / 1e9);
-        printf("preprocessing  resize %s to %dx%d %s, rescale %s %.9g, normalize %s mean [%g %g %g] std [%g %g %g]\n",
+        printf("preprocessing  %sresize %s to %dx%d %s, rescale %s %.9g, normalize %s mean [%g %g %g] std [%g %g %g]\n",
+               mi->preproc_defaults ? "(defaults: no preprocessor_config.json) " : "",
                p->do_resize ? "on" : "off", p->width, p->height, rs, p->do_rescale ? "on" : "off",
                p->rescale_factor, p->do_normalize ? "on" : "off",
                (double)p->image_mean[0], (double)p->image_mean[1], (double)p->image_mean[2],

@@ -398,6 +398,7 @@ static enum vs_status load(struct vs_model *m, const char *spec,
         if ((s = add_file(m, path, err))) return s;
     } else {
         vs_preproc_defaults(c->image_h, c->image_w, &m->info.preproc);
+        m->info.preproc_defaults = true;
     }
 
     /* Weights: open + validate every header, then bind the tensors. */

@@ -90,6 +90,8 @@ struct vs_model_info {
     const char *const *files;   /* the files read, full paths */
     enum vs_score_fn default_score_fn; /* softmax, or sigmoid for multi-label / 1-label */
     struct vs_preproc preproc;  /* from preprocessor_config.json */
+    bool preproc_defaults;      /* the folder has none: ViTImageProcessor's defaults
+                                 * (a cache filled by AutoModel alone lacks it) */
     const char *backend;        /* "cpu-onednn", "cuda", ... ("" when !load_weights) */
     const char *device_name;    /* CPU model or GPU name */
     enum vs_precision precision;

@@ -1287,6 +1287,14 @@ static void *loader_main(void *arg)
                    t_warm);
     vs_slog(VS_LOG_INFO, "model ready", &f);
     vs_jbuf_deinit(&f);
+    if (in->preproc_defaults) {
+        vs_jbuf_init(&f, 0);
+        vs_jbuf_puts(&f, ",\"dir\":");
+        vs_jbuf_json_cstr(&f, in->dir);
+        vs_slog(VS_LOG_WARN, "no preprocessor_config.json: using ViTImageProcessor's defaults "
+                "(mean and std 0.5); a model trained with other normalisation scores wrongly", &f);
+        vs_jbuf_deinit(&f);
+    }
     /* Publish: everything above is visible to acquire loads of `loaded`
      * and `state`.  A drain that began meanwhile keeps state DRAINING. */
     atomic_store_explicit(&s->loaded, true, memory_order_release);

@@ -110,6 +110,20 @@ def broken_copy(name):
     shutil.copytree(MODEL, d)
     return d
 
+# No preprocessor_config.json (a cache that AutoModel filled alone): the
+# defaults are used, and said so, on every command that loads the model.
+code, out, err = vitserve("classify", "--model", MODEL, IMG)
+check(code == 0 and "warning" not in err, f"no warning with a preprocessor_config.json: {err}")
+d = broken_copy("no-preprocessor")
+os.remove(os.path.join(d, "preprocessor_config.json"))
+code, out, err = vitserve("classify", "--model", d, IMG)
+check(code == 0 and "warning" in err and "preprocessor_config.json" in err and d in err,
+      f"classify warns about the missing preprocessor_config.json: {code} {err}")
+code, out, _ = vitserve("info", "--model", d, "--json")
+check(code == 0 and json.loads(out)["preprocessor"]["defaults"] is True, f"info --json: defaults: {out}")
+code, out, _ = vitserve("info", "--model", MODEL, "--json")
+check(code == 0 and json.loads(out)["preprocessor"]["defaults"] is False, "info --json: from the file")
+
 d = broken_copy("config")
 cfg = json.load(open(os.path.join(d, "config.json")))
 del cfg["architectures"]
