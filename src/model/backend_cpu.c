@@ -921,10 +921,10 @@ static enum vs_status check_config(const struct vs_vit_config *g, struct vs_err 
 {
     if (g->channels < 1 || g->patch < 1 || g->grid_h < 1 || g->grid_w < 1 ||
         g->hidden < 1 || g->heads < 1 || g->mlp < 1 || g->layers < 0 ||
-        g->labels < 1 || !(g->ln_eps > 0.0f))
+        g->labels < 1 || !(g->ln_eps >= 0.0f))   /* eps 0 is valid, as in torch */
         return vs_err_set(err, VS_BAD_INPUT, "cpu backend: config has a non-positive size "
-                          "(channels %d patch %d grid %dx%d hidden %d heads %d mlp %d "
-                          "layers %d labels %d eps %g)", g->channels, g->patch,
+                          "or a negative eps (channels %d patch %d grid %dx%d hidden %d "
+                          "heads %d mlp %d layers %d labels %d eps %g)", g->channels, g->patch,
                           g->grid_h, g->grid_w, g->hidden, g->heads, g->mlp,
                           g->layers, g->labels, (double)g->ln_eps);
     if (g->hidden % g->heads != 0)

@@ -20,6 +20,7 @@
 #include "nvml.h"
 #include "safetensors.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -411,7 +412,9 @@ static enum vs_status load(struct vs_model *m, const char *spec,
     if ((s = bind_weights(m, o->load_weights, err))) return s;
     m->info.weight_bytes = vs_st_data_bytes(m->st);
 
-    m->info.threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    /* 0 = the cores we may run on (affinity mask: taskset, a cpuset), as
+     * the CPU backend counts them, not every core of the machine */
+    m->info.threads = o->threads > 0 ? o->threads : omp_get_num_procs();
     if (m->info.threads < 1) m->info.threads = 1;
     if (!o->load_weights) return VS_OK;
 

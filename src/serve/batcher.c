@@ -1,7 +1,7 @@
 /* batcher.c: the dynamic batcher (contract in batcher.h).
  *
  * One mutex guards the queue (a singly linked FIFO of items), `depth`,
- * `stopping` and every item's _done flag.  Two condition variables on the
+ * `waiters`, `stopping` and every item's _done flag.  Two condition variables on the
  * monotonic clock: `work` wakes the compute thread (a submit, or stop),
  * `done` wakes submitters waiting for their items.  The compute thread
  * holds the lock only to take items and to mark them done: compute()
@@ -22,6 +22,7 @@ struct vs_batcher {
     pthread_cond_t work, done;
     struct vs_batch_item *head, *tail;
     int depth;
+    int waiters;    /* threads inside vs_batcher_wait (destroy waits them out) */
     bool stopping;
     pthread_t thread;
     const float **rows; /* [max_batch]: the computed items' `in`, handed to compute() */
@@ -169,6 +170,11 @@ void vs_batcher_destroy(struct vs_batcher *b)
     pthread_cond_broadcast(&b->work);
     pthread_mutex_unlock(&b->mu);
     pthread_join(b->thread, NULL);
+    /* Every item is done now, but a waiter woken by the last broadcast may
+     * not have re-locked `mu` yet: let them all leave before freeing. */
+    pthread_mutex_lock(&b->mu);
+    while (b->waiters > 0) pthread_cond_wait(&b->done, &b->mu);
+    pthread_mutex_unlock(&b->mu);
     pthread_cond_destroy(&b->work);
     pthread_cond_destroy(&b->done);
     pthread_mutex_destroy(&b->mu);
@@ -214,8 +220,10 @@ enum vs_status vs_batcher_submit(struct vs_batcher *b, struct vs_batch_item **it
 void vs_batcher_wait(struct vs_batcher *b, struct vs_batch_item **items, int n)
 {
     pthread_mutex_lock(&b->mu);
+    b->waiters++;
     for (int i = 0; i < n; i++)
         while (!items[i]->_done) pthread_cond_wait(&b->done, &b->mu);
+    if (--b->waiters == 0 && b->stopping) pthread_cond_broadcast(&b->done);
     pthread_mutex_unlock(&b->mu);
 }
 

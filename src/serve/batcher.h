@@ -70,7 +70,8 @@ enum vs_status vs_batcher_create(const struct vs_batcher_config *cfg,
                                  struct vs_batcher **out, struct vs_err *err);
 
 /* Finishes every queued item (computing those still within their deadline),
- * then joins the thread and frees.  New submits fail meanwhile.  NULL ok. */
+ * joins the thread, lets threads still in vs_batcher_wait() return, and
+ * frees.  New submits fail meanwhile.  NULL ok. */
 void vs_batcher_destroy(struct vs_batcher *b);
 
 /* Queues items[0..n) as one group.  VS_BUSY when the queue cannot take all

@@ -328,6 +328,18 @@ static void test_ref_one_head_no_qkv_bias(void **state)
     tmodel_free(&m);
 }
 
+/* layer_norm_eps 0 (config.json may say so: docs/checkpoints.md accepts
+ * any finite eps >= 0; torch's LayerNorm takes it): created and correct */
+static void test_ref_ln_eps_zero(void **state)
+{
+    (void)state;
+    struct tmodel m;
+    tmodel_init(&m, 3, 16, 16, 8, 16, 2, 32, 1, 3, VS_ACT_GELU, true, 13);
+    m.cfg.ln_eps = 0.0f;
+    check_vs_reference(&m, 1);
+    tmodel_free(&m);
+}
+
 /* every activation, 2 heads, 2 layers, one channel, 12x20 patch 4 */
 static void test_ref_every_activation(void **state)
 {
@@ -900,6 +912,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_prepack),
         cmocka_unit_test(test_ref_nonsquare_3layers),
         cmocka_unit_test(test_ref_one_head_no_qkv_bias),
+        cmocka_unit_test(test_ref_ln_eps_zero),
         cmocka_unit_test(test_ref_every_activation),
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_forward_rows),

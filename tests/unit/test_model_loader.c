@@ -8,7 +8,9 @@
  * the small parsers, scores and top-k.  Checkpoints go to $VS_TMP.
  * Single-threaded (it sets environment variables).
  */
+#define _GNU_SOURCE
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -412,6 +414,44 @@ static void test_info(void **state)
     vs_model_destroy(NULL);
 }
 
+/* threads 0 ("all cores") means the cores this process may run on (its
+ * affinity mask: taskset, a container's cpuset), which is what the CPU
+ * backend uses (omp_get_num_procs); info->threads (the "model ready" log,
+ * bench's peak and efficiency) says the same number, not the machine's. */
+static void test_threads_follow_affinity(void **state)
+{
+    (void)state;
+    cpu_set_t saved, one;
+    assert_int_equal(sched_getaffinity(0, sizeof saved, &saved), 0);
+    if (CPU_COUNT(&saved) < 2) {
+        print_message("  one CPU allowed already: nothing to tell apart\n");
+        return;
+    }
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &saved)) { CPU_SET(c, &one); break; }
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    char dir[1200];
+    gen("threads", "--preset tiny --seed 4", dir, sizeof dir);
+    struct vs_model_opts o;
+    vs_model_opts_default(&o);
+    o.device = VS_DEVICE_CPU;
+    o.max_batch = 1;
+    o.threads = 0;
+    struct vs_model *m = NULL;
+    struct vs_err e = {0};
+    enum vs_status s = vs_model_load(dir, &o, &m, &e);
+    assert_int_equal(sched_setaffinity(0, sizeof saved, &saved), 0);
+    if (s) print_error("load %s: %s\n", dir, e.msg);
+    assert_int_equal(s, VS_OK);
+    const struct vs_model_info *mi = vs_model_info(m);
+    print_message("  affinity 1 CPU: info threads %d, device '%s'\n", mi->threads,
+                  mi->device_name);
+    assert_non_null(strstr(mi->device_name, " 1 threads"));
+    assert_int_equal(mi->threads, 1);
+    vs_model_destroy(m);
+}
+
 /* vs_model_forward_rows: images in their own buffers, in any order, give
  * vs_model_forward's bits; the same refusals (batch bounds, no weights)
  * plus NULL rows. */
@@ -623,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_hub_resolution),
         cmocka_unit_test(test_hub_long_cache_root),
         cmocka_unit_test(test_info),
+        cmocka_unit_test(test_threads_follow_affinity),
         cmocka_unit_test(test_forward_rows),
         cmocka_unit_test(test_variants),
         cmocka_unit_test(test_dtypes_and_shards),

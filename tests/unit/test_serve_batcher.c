@@ -3,7 +3,7 @@
  * of a lone item, queue full -> VS_BUSY, items past their deadline dropped
  * before compute, compute errors reaching every item, draining on destroy;
  * compute() gets the submitters' own input buffers as rows (no copy), in
- * FIFO order.
+ * FIFO order; destroy while submitters still wait.
  * VS_TEST_LABELS: tsan */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -296,6 +296,68 @@ static void test_concurrent_clients(void **state)
     vs_batcher_destroy(b);
 }
 
+/* Shutdown with a waiter: a submitter still inside vs_batcher_wait while
+ * vs_batcher_destroy drains its item gets its answer, and destroy does not
+ * free the batcher under it (the waiter re-locks the batcher's mutex after
+ * its item is marked done; TSan reports the free racing that re-lock). */
+struct waiter {
+    struct vs_batcher *b;
+    struct item_buf x;
+    atomic_int submitted;
+};
+
+static void *waiter_main(void *p)
+{
+    struct waiter *w = p;
+    struct vs_batch_item *it = &w->x.it;
+    assert_int_equal(vs_batcher_submit(w->b, &it, 1, NULL), VS_OK);
+    atomic_store(&w->submitted, 1);
+    vs_batcher_wait(w->b, &it, 1);
+    return NULL;
+}
+
+static void *destroy_main(void *p)
+{
+    vs_batcher_destroy(p);
+    return NULL;
+}
+
+static void test_destroy_with_waiters(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    atomic_store(&f.gate, 1);
+    struct vs_batcher *b = make(&f, 1, 0, 8);
+    enum { W = 4 };
+    struct waiter w[W];
+    pthread_t th[W], killer;
+    for (int i = 0; i < W; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].b = b;
+        prep(&w[i].x, (float)(i + 1), 0);
+        assert_int_equal(pthread_create(&th[i], NULL, waiter_main, &w[i]), 0);
+        while (!atomic_load(&w[i].submitted)) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    while (!atomic_load(&f.in_compute)) {   /* the first item's pass is blocked */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    /* destroy begins while every waiter waits; then the passes run */
+    assert_int_equal(pthread_create(&killer, NULL, destroy_main, b), 0);
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+    atomic_store(&f.gate, 0);
+    pthread_join(killer, NULL);
+    for (int i = 0; i < W; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < W; i++) {
+        assert_int_equal(w[i].x.it.status, VS_OK);
+        assert_true(w[i].x.out[0] == 4.0f * (float)(i + 1));
+    }
+}
+
 static void test_bad_config(void **state)
 {
     (void)state;
@@ -318,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_compute_error),
         cmocka_unit_test(test_rows_fifo_across_groups),
         cmocka_unit_test(test_concurrent_clients),
+        cmocka_unit_test(test_destroy_with_waiters),
         cmocka_unit_test(test_bad_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
