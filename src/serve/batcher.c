@@ -1,7 +1,7 @@
 /* batcher.c: the dynamic batcher (contract in batcher.h).
  *
  * One mutex guards the queue (a singly linked FIFO of items), `depth`,
- * `waiters`, `stopping` and every item's _done flag.  Two condition variables on the
+ * `waiters`, `stopping` and every item's _done and _taken flags.  Two condition variables on the
  * monotonic clock: `work` wakes the compute thread (a submit, or stop),
  * `done` wakes submitters waiting for their items.  The compute thread
  * holds the lock only to take items and to mark them done: compute()
@@ -95,14 +95,16 @@ static void *batcher_main(void *arg)
         if (!b->head) break; /* stopping and drained */
         /* Wait for company: until max_batch items are queued or the oldest
          * has waited timeout_ms (at once when stopping). */
-        while (b->depth < maxb && !b->stopping) {
+        while (b->head && b->depth < maxb && !b->stopping) {
             uint64_t due = b->head->_enqueued_ns + (uint64_t)b->cfg.timeout_ms * 1000000u;
             if (vs_now_ns() >= due) break;
             struct timespec ts = to_ts(due);
             pthread_cond_timedwait(&b->work, &b->mu, &ts);
         }
+        if (!b->head) continue;   /* its waiters took them out at their deadlines */
         int k = 0;
         while (b->head && k < maxb) {
+            b->head->_taken = true;
             take[k++] = b->head;
             b->head = b->head->_next;
         }
@@ -202,7 +204,7 @@ enum vs_status vs_batcher_submit(struct vs_batcher *b, struct vs_batch_item **it
     for (int i = 0; i < n; i++) {
         struct vs_batch_item *it = items[i];
         it->_enqueued_ns = now;
-        it->_done = false;
+        it->_done = it->_taken = false;
         it->_next = NULL;
         it->status = VS_OK;
         it->msg[0] = '\0';
@@ -217,12 +219,48 @@ enum vs_status vs_batcher_submit(struct vs_batcher *b, struct vs_batch_item **it
     return VS_OK;
 }
 
+/* Takes a queued (not yet taken) item out of the queue as dropped at its
+ * deadline.  Lock held. */
+static void drop_queued(struct vs_batcher *b, struct vs_batch_item *it, uint64_t now)
+{
+    struct vs_batch_item *prev = NULL, *p = b->head;
+    while (p && p != it) {
+        prev = p;
+        p = p->_next;
+    }
+    VS_ASSERT(p == it);
+    if (prev) prev->_next = it->_next; else b->head = it->_next;
+    if (b->tail == it) b->tail = prev;
+    b->depth--;
+    it->_next = NULL;
+    it->status = VS_TIMEOUT;
+    it->queue_ns = now - it->_enqueued_ns;
+    snprintf(it->msg, sizeof it->msg, "request deadline passed after %.0f ms in the queue",
+             (double)it->queue_ns / 1e6);
+    it->_done = true;
+    pthread_cond_signal(&b->work);   /* the head may have changed: new company deadline */
+}
+
 void vs_batcher_wait(struct vs_batcher *b, struct vs_batch_item **items, int n)
 {
     pthread_mutex_lock(&b->mu);
     b->waiters++;
-    for (int i = 0; i < n; i++)
-        while (!items[i]->_done) pthread_cond_wait(&b->done, &b->mu);
+    for (int i = 0; i < n; i++) {
+        struct vs_batch_item *it = items[i];
+        while (!it->_done) {
+            if (!it->deadline_ns || it->_taken) {
+                pthread_cond_wait(&b->done, &b->mu);
+                continue;
+            }
+            const uint64_t now = vs_now_ns();
+            if (now >= it->deadline_ns) {
+                drop_queued(b, it, now);
+                break;
+            }
+            struct timespec ts = to_ts(it->deadline_ns);
+            pthread_cond_timedwait(&b->done, &b->mu, &ts);
+        }
+    }
     if (--b->waiters == 0 && b->stopping) pthread_cond_broadcast(&b->done);
     pthread_mutex_unlock(&b->mu);
 }

@@ -59,7 +59,7 @@ struct vs_batch_item {
     uint64_t compute_ns;    /* duration of the forward pass it ran in (0 if not run) */
     /* private: */
     uint64_t _enqueued_ns;
-    bool _done;
+    bool _done, _taken;
     struct vs_batch_item *_next;
 };
 
@@ -82,7 +82,12 @@ enum vs_status vs_batcher_submit(struct vs_batcher *b, struct vs_batch_item **it
                                  int n, struct vs_err *err);
 
 /* Blocks until every item of the group is done (computed, failed or
- * dropped); per-item results are in item->status / msg / out. */
+ * dropped); per-item results are in item->status / msg / out.  An item
+ * whose deadline passes while it is still queued is taken out of the queue
+ * here, at its deadline (VS_TIMEOUT, never computed), rather than when the
+ * compute thread next looks at the queue (after the running batch, which
+ * on a CPU can take seconds); an item already in a running batch is waited
+ * for (the engine reads its pixels in place). */
 void vs_batcher_wait(struct vs_batcher *b, struct vs_batch_item **items, int n);
 
 /* Items queued now (the queue_depth gauge). */

@@ -3,7 +3,8 @@
  * of a lone item, queue full -> VS_BUSY, items past their deadline dropped
  * before compute, compute errors reaching every item, draining on destroy;
  * compute() gets the submitters' own input buffers as rows (no copy), in
- * FIFO order; destroy while submitters still wait.
+ * FIFO order; destroy while submitters still wait; a waiter takes its
+ * queued item out at its deadline.
  * VS_TEST_LABELS: tsan */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -177,6 +178,81 @@ static void test_queue_full_and_deadline(void **state)
     assert_ptr_equal(f.seen[1], x[2].in);
     assert_ptr_equal(f.seen[2], x[3].in);
     vs_batcher_destroy(b);
+}
+
+/* A waiter whose deadline passes while its item is still queued gets it
+ * back at its deadline (VS_TIMEOUT, never computed), not after the running
+ * batch; head, middle and tail of the queue, and the queue stays intact
+ * (a later submit is computed, FIFO order kept). */
+struct watchdog {
+    struct fake *f;
+    atomic_int finished;
+};
+
+/* Opens the gate after 2 s unless the test finished: a batcher that only
+ * drops items when it takes them fails the timing checks below instead of
+ * hanging. */
+static void *watchdog_main(void *arg)
+{
+    struct watchdog *w = arg;
+    for (int i = 0; i < 200 && !atomic_load(&w->finished); i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&w->f->gate, 0);
+    return NULL;
+}
+
+static void test_deadline_while_queued(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    atomic_store(&f.gate, 1);
+    struct watchdog wd = {.f = &f};
+    pthread_t wt;
+    assert_int_equal(pthread_create(&wt, NULL, watchdog_main, &wd), 0);
+    struct vs_batcher *b = make(&f, 1, 0, 16);
+    enum { A, B, C, D, E, G, H, N };
+    struct item_buf x[N];
+    struct vs_batch_item *items[N];
+    for (int i = 0; i < N; i++) { prep(&x[i], (float)i, 0); items[i] = &x[i].it; }
+    assert_int_equal(vs_batcher_submit(b, &items[A], 1, NULL), VS_OK);
+    while (!atomic_load(&f.in_compute)) {   /* A is taken and blocks in compute */
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    const uint64_t t0 = vs_now_ns(), dl = t0 + 50000000u;   /* 50 ms */
+    x[B].it.deadline_ns = x[D].it.deadline_ns = x[G].it.deadline_ns = dl;
+    for (int i = B; i <= G; i++) assert_int_equal(vs_batcher_submit(b, &items[i], 1, NULL), VS_OK);
+    assert_int_equal(vs_batcher_depth(b), 5);
+    vs_batcher_wait(b, &items[B], 1);   /* the head */
+    const uint64_t waited = vs_now_ns() - t0;
+    assert_true(waited >= 49000000u);
+    assert_true(waited < 1500000000u);   /* at its deadline, while A still computes */
+    assert_int_equal(atomic_load(&f.gate), 1);
+    assert_int_equal(x[B].it.status, VS_TIMEOUT);
+    assert_non_null(strstr(x[B].it.msg, "deadline"));
+    vs_batcher_wait(b, &items[D], 1);   /* the middle */
+    vs_batcher_wait(b, &items[G], 1);   /* the tail */
+    assert_int_equal(x[D].it.status, VS_TIMEOUT);
+    assert_int_equal(x[G].it.status, VS_TIMEOUT);
+    assert_int_equal(vs_batcher_depth(b), 2);   /* C and E */
+    assert_int_equal(vs_batcher_submit(b, &items[H], 1, NULL), VS_OK);
+    atomic_store(&f.gate, 0);
+    vs_batcher_wait(b, &items[A], 1);
+    vs_batcher_wait(b, &items[C], 1);
+    vs_batcher_wait(b, &items[E], 1);
+    vs_batcher_wait(b, &items[H], 1);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(x[i].it.status, i == B || i == D || i == G ? VS_TIMEOUT : VS_OK);
+    assert_int_equal(f.n_seen, 4);   /* the dropped ones never reached compute */
+    assert_ptr_equal(f.seen[0], x[A].in);
+    assert_ptr_equal(f.seen[1], x[C].in);
+    assert_ptr_equal(f.seen[2], x[E].in);
+    assert_ptr_equal(f.seen[3], x[H].in);
+    vs_batcher_destroy(b);
+    atomic_store(&wd.finished, 1);
+    pthread_join(wt, NULL);
 }
 
 static void test_oversized_group_into_empty_queue(void **state)
@@ -376,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_group_forms_batches),
         cmocka_unit_test(test_timeout_flush),
         cmocka_unit_test(test_queue_full_and_deadline),
+        cmocka_unit_test(test_deadline_while_queued),
         cmocka_unit_test(test_oversized_group_into_empty_queue),
         cmocka_unit_test(test_compute_error),
         cmocka_unit_test(test_rows_fifo_across_groups),
