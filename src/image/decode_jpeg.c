@@ -158,7 +158,9 @@ static void jctx_free(struct jctx *j)
  *     header cut short raises struct.error (not caught: file not
  *     identified); a block that is no TIFF raises SyntaxError (caught;
  *     Pillow's cached, empty EXIF then has no orientation: block dropped);
- *     either way "dpi" is known afterwards;
+ *     with ResolutionUnit present, an XResolution too short to index
+ *     raises IndexError (not caught: not identified, see exif_dpi_ok);
+ *     otherwise "dpi" is known afterwards;
  *   - APP2 "ICC_PROFILE\0" chunks: at the next SOF the smallest chunk
  *     (bytes order) must have a 14th byte (the chunk count);
  *   - APP2 "MPF\0": the last one is the MP index, checked by mpf_check;
@@ -209,6 +211,33 @@ static int photoshop_ok(const uint8_t *s, size_t n)
         }
         off += size;
         off += off & 1;
+    }
+    return 1;
+}
+
+/* APP()'s dpi-from-EXIF step, once the EXIF header loaded: with
+ * ResolutionUnit (0x0128) in IFD0 it computes
+ *     float(x_resolution[0]) / x_resolution[1]
+ * catching TypeError, KeyError, SyntaxError, ValueError and
+ * ZeroDivisionError but not IndexError.  XResolution (0x011A) comes out of
+ * Pillow as bytes for BYTE/UNDEFINED and as a str (one trailing NUL
+ * dropped) for ASCII; bytes of length 1, an empty str or a str of one
+ * digit raise IndexError.  Returns 0 then (the file is not identified). */
+static int exif_dpi_ok(const uint8_t *exif, size_t len)
+{
+    if (len >= 6 && memcmp(exif, "Exif\0\0", 6) == 0) {
+        exif += 6;
+        len -= 6;
+    }
+    struct vs_tiff_entry unit, xres;
+    if (!vs_tiff_ifd0_find(exif, len, 0x0128, &unit) || !vs_tiff_ifd0_find(exif, len, 0x011A, &xres))
+        return 1;                                  /* KeyError: caught */
+    if (xres.type == 1 || xres.type == 7) return xres.size >= 2;
+    if (xres.type == 2) {
+        size_t n = xres.size;
+        if (n && xres.val[n - 1] == 0) n--;
+        if (n == 0) return 0;                      /* ""[0] */
+        if (n == 1 && xres.val[0] >= '0' && xres.val[0] <= '9') return 0;   /* "5"[1] */
     }
     return 1;
 }
@@ -306,6 +335,8 @@ static enum vs_status pillow_open(const uint8_t *d, size_t len, struct popen *po
                     if (h == VS_EXIF_NOT_TIFF) {   /* swallowed; no orientation later */
                         po->exif = NULL;
                         po->exif_len = 0;
+                    } else if (!exif_dpi_ok(po->exif, po->exif_len)) {
+                        FAIL_OPEN("EXIF XResolution too short for a dpi (IndexError)");
                     }
                     dpi_known = 1;
                 }

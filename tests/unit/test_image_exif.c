@@ -464,6 +464,60 @@ static void test_jpeg_truncation_and_limit(void **state)
     free(jpg);
 }
 
+/* JpegImageFile._open looks for a resolution in the EXIF while no JFIF
+ * dpi is known: with ResolutionUnit present it computes
+ * float(x_resolution[0]) / x_resolution[1] and catches TypeError,
+ * KeyError, SyntaxError, ValueError and ZeroDivisionError, not
+ * IndexError.  An XResolution that Pillow hands back as a one-byte bytes
+ * (BYTE/UNDEFINED, count 1) or as a str of one digit or none (ASCII)
+ * raises IndexError there, and Image.open reports "cannot identify image
+ * file".  Other shapes are caught (dpi 72) and the image decodes. */
+static int decode_with_xres(uint32_t type, uint32_t count, const char *val, int unit, int dpi)
+{
+    struct blk k;
+    tiff_begin(&k, 0, unit ? 2 : 1);
+    uint32_t v = 0;
+    memcpy(&v, val, strlen(val) < 4 ? strlen(val) : 4);   /* little-endian inline bytes */
+    entry(&k, 0, 0x011A, type, count, v);
+    if (unit) entry(&k, 1, 0x0128, 3, 1, short_inline(&k, 2));
+    uint8_t app1[600];
+    memcpy(app1, "Exif\0\0", 6);
+    memcpy(app1 + 6, k.b, k.n);
+    size_t len;
+    uint8_t *jpg = make_jpeg(app1, k.n + 6, dpi, &len);
+    struct vs_image img;
+    memset(&img, 0, sizeof img);
+    struct vs_err err = {0};
+    enum vs_status st = vs_image_decode(jpg, len, NULL, &img, &err);
+    if (st == VS_OK) vs_image_deinit(&img);
+    else {
+        assert_int_equal(st, VS_BAD_INPUT);
+        assert_non_null(strstr(err.msg, "XResolution"));
+    }
+    free(jpg);
+    return st == VS_OK;
+}
+
+static void test_jpeg_exif_resolution_indexerror(void **state)
+{
+    (void)state;
+    /* IndexError in Pillow: not identified. */
+    assert_false(decode_with_xres(1, 1, "\x05", 1, 0));     /* BYTE, 1 value */
+    assert_false(decode_with_xres(7, 1, "\x05", 1, 0));     /* UNDEFINED, 1 byte */
+    assert_false(decode_with_xres(2, 2, "5", 1, 0));        /* ASCII "5\0" -> "5" */
+    assert_false(decode_with_xres(2, 1, "7", 1, 0));        /* ASCII "7" */
+    assert_false(decode_with_xres(2, 1, "", 1, 0));         /* ASCII "\0" -> "" */
+    /* Caught by Pillow: decodes. */
+    assert_true(decode_with_xres(1, 2, "\x05\x01", 1, 0));  /* 5 / 1 */
+    assert_true(decode_with_xres(1, 2, "\x05", 1, 0));      /* 5 / 0: ZeroDivisionError */
+    assert_true(decode_with_xres(2, 2, "a", 1, 0));         /* float("a"): ValueError */
+    assert_true(decode_with_xres(2, 3, "55", 1, 0));        /* 5.0 / "5": TypeError */
+    assert_true(decode_with_xres(2, 2, "", 1, 0));          /* "\0": ValueError */
+    assert_true(decode_with_xres(3, 1, "\x48", 1, 0));      /* SHORT: int[0] TypeError */
+    assert_true(decode_with_xres(1, 1, "\x05", 0, 0));      /* no ResolutionUnit: KeyError */
+    assert_true(decode_with_xres(1, 1, "\x05", 1, 1));      /* JFIF dpi known: not looked at */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_jpeg_orientation_applied),
         cmocka_unit_test(test_jpeg_bad_exif_header),
         cmocka_unit_test(test_jpeg_truncation_and_limit),
+        cmocka_unit_test(test_jpeg_exif_resolution_indexerror),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
