@@ -19,7 +19,9 @@
  *     memory source then warns JWRN_JPEG_EOF and fakes an EOI) -> "image
  *     file is truncated", even if only the EOI marker is missing;
  *   - the data ends while jpeg_finish_decompress looks for EOI after the
- *     last row -> success (Pillow stops there as well);
+ *     last row -> success (Pillow stops there as well); that includes the
+ *     end of the 64 KiB read Pillow had made when the last row came out,
+ *     so a bad marker beyond it is never seen;
  *   - any other libjpeg warning (premature end of a segment at a real
  *     marker, extraneous bytes, ...) -> success, as in Pillow;
  *   - any libjpeg error (no SOF, 12-bit, SOF3 lossless, SOF5+ hierarchical,
@@ -101,6 +103,28 @@ static void on_progress(j_common_ptr c)
                  (unsigned long long)cap, d->image_width, d->image_height);
         longjmp(e->jb, 1);
     }
+}
+
+/* ImageFile.load's read size: Pillow hands libjpeg the file in pieces of
+ * this many bytes, counted from the start of the file. */
+#define VS_JPEG_READ_BLOCK 65536
+
+/* Source callbacks for jpeg_finish_decompress: past the end of the data
+ * Pillow had read when the last row came out, libjpeg suspends (Pillow's
+ * source has nothing more to give and Pillow does not read on). */
+static boolean suspend_fill(j_decompress_ptr c)
+{
+    (void)c;
+    return FALSE;
+}
+
+static void suspend_skip(j_decompress_ptr c, long n)
+{
+    struct jpeg_source_mgr *s = c->src;
+    if (n <= 0) return;
+    size_t k = (size_t)n < s->bytes_in_buffer ? (size_t)n : s->bytes_in_buffer;
+    s->next_input_byte += k;
+    s->bytes_in_buffer -= k;
 }
 
 /* One CMYK row (stored, inverted convention) -> RGB, as Pillow's
@@ -524,9 +548,18 @@ enum vs_status vs_decode_jpeg(const uint8_t *data, size_t len,
                         ci->output_scanline, h);
         goto fail;
     }
-    /* Reading on to EOI: running out of data here is fine (Pillow stops
-     * once every row is out); a real error still fails. */
-    jpeg_finish_decompress(ci);
+    /* Reading on to EOI.  Pillow feeds libjpeg VS_JPEG_READ_BLOCK-byte
+     * reads and calls jpeg_finish_decompress in the call that produced the
+     * last row, with only the data read so far; a suspension there is
+     * success.  So libjpeg sees the file up to the end of the read holding
+     * the current position, and suspends beyond it: an error in what it
+     * reads there still fails, a bad marker past it is never seen. */
+    size_t pos = len - ci->src->bytes_in_buffer;
+    size_t window = pos % VS_JPEG_READ_BLOCK ? pos - pos % VS_JPEG_READ_BLOCK + VS_JPEG_READ_BLOCK : pos;
+    if (window < len) ci->src->bytes_in_buffer = window - pos;
+    ci->src->fill_input_buffer = suspend_fill;
+    ci->src->skip_input_data = suspend_skip;
+    (void)jpeg_finish_decompress(ci);   /* FALSE: suspended, as in Pillow */
 
     memset(out, 0, sizeof *out);
     out->width = w;
