@@ -19,7 +19,9 @@
  *     memory source then warns JWRN_JPEG_EOF and fakes an EOI) -> "image
  *     file is truncated", even if only the EOI marker is missing;
  *   - the data ends while jpeg_finish_decompress looks for EOI after the
- *     last row -> success (Pillow stops there as well);
+ *     last row -> success (Pillow stops there as well); that includes the
+ *     end of the 64 KiB read Pillow had made when the last row came out,
+ *     so a bad marker beyond it is never seen;
  *   - any other libjpeg warning (premature end of a segment at a real
  *     marker, extraneous bytes, ...) -> success, as in Pillow;
  *   - any libjpeg error (no SOF, 12-bit, SOF3 lossless, SOF5+ hierarchical,
@@ -103,6 +105,28 @@ static void on_progress(j_common_ptr c)
     }
 }
 
+/* ImageFile.load's read size: Pillow hands libjpeg the file in pieces of
+ * this many bytes, counted from the start of the file. */
+#define VS_JPEG_READ_BLOCK 65536
+
+/* Source callbacks for jpeg_finish_decompress: past the end of the data
+ * Pillow had read when the last row came out, libjpeg suspends (Pillow's
+ * source has nothing more to give and Pillow does not read on). */
+static boolean suspend_fill(j_decompress_ptr c)
+{
+    (void)c;
+    return FALSE;
+}
+
+static void suspend_skip(j_decompress_ptr c, long n)
+{
+    struct jpeg_source_mgr *s = c->src;
+    if (n <= 0) return;
+    size_t k = (size_t)n < s->bytes_in_buffer ? (size_t)n : s->bytes_in_buffer;
+    s->next_input_byte += k;
+    s->bytes_in_buffer -= k;
+}
+
 /* One CMYK row (stored, inverted convention) -> RGB, as Pillow's
  * "CMYK;I" unpacker followed by convert("RGB"). */
 static void cmyk_row_to_rgb(const uint8_t *in, uint8_t *out, int w)
@@ -158,7 +182,9 @@ static void jctx_free(struct jctx *j)
  *     header cut short raises struct.error (not caught: file not
  *     identified); a block that is no TIFF raises SyntaxError (caught;
  *     Pillow's cached, empty EXIF then has no orientation: block dropped);
- *     either way "dpi" is known afterwards;
+ *     with ResolutionUnit present, an XResolution too short to index
+ *     raises IndexError (not caught: not identified, see exif_dpi_ok);
+ *     otherwise "dpi" is known afterwards;
  *   - APP2 "ICC_PROFILE\0" chunks: at the next SOF the smallest chunk
  *     (bytes order) must have a 14th byte (the chunk count);
  *   - APP2 "MPF\0": the last one is the MP index, checked by mpf_check;
@@ -209,6 +235,33 @@ static int photoshop_ok(const uint8_t *s, size_t n)
         }
         off += size;
         off += off & 1;
+    }
+    return 1;
+}
+
+/* APP()'s dpi-from-EXIF step, once the EXIF header loaded: with
+ * ResolutionUnit (0x0128) in IFD0 it computes
+ *     float(x_resolution[0]) / x_resolution[1]
+ * catching TypeError, KeyError, SyntaxError, ValueError and
+ * ZeroDivisionError but not IndexError.  XResolution (0x011A) comes out of
+ * Pillow as bytes for BYTE/UNDEFINED and as a str (one trailing NUL
+ * dropped) for ASCII; bytes of length 1, an empty str or a str of one
+ * digit raise IndexError.  Returns 0 then (the file is not identified). */
+static int exif_dpi_ok(const uint8_t *exif, size_t len)
+{
+    if (len >= 6 && memcmp(exif, "Exif\0\0", 6) == 0) {
+        exif += 6;
+        len -= 6;
+    }
+    struct vs_tiff_entry unit, xres;
+    if (!vs_tiff_ifd0_find(exif, len, 0x0128, &unit) || !vs_tiff_ifd0_find(exif, len, 0x011A, &xres))
+        return 1;                                  /* KeyError: caught */
+    if (xres.type == 1 || xres.type == 7) return xres.size >= 2;
+    if (xres.type == 2) {
+        size_t n = xres.size;
+        if (n && xres.val[n - 1] == 0) n--;
+        if (n == 0) return 0;                      /* ""[0] */
+        if (n == 1 && xres.val[0] >= '0' && xres.val[0] <= '9') return 0;   /* "5"[1] */
     }
     return 1;
 }
@@ -306,6 +359,8 @@ static enum vs_status pillow_open(const uint8_t *d, size_t len, struct popen *po
                     if (h == VS_EXIF_NOT_TIFF) {   /* swallowed; no orientation later */
                         po->exif = NULL;
                         po->exif_len = 0;
+                    } else if (!exif_dpi_ok(po->exif, po->exif_len)) {
+                        FAIL_OPEN("EXIF XResolution too short for a dpi (IndexError)");
                     }
                     dpi_known = 1;
                 }
@@ -493,9 +548,18 @@ enum vs_status vs_decode_jpeg(const uint8_t *data, size_t len,
                         ci->output_scanline, h);
         goto fail;
     }
-    /* Reading on to EOI: running out of data here is fine (Pillow stops
-     * once every row is out); a real error still fails. */
-    jpeg_finish_decompress(ci);
+    /* Reading on to EOI.  Pillow feeds libjpeg VS_JPEG_READ_BLOCK-byte
+     * reads and calls jpeg_finish_decompress in the call that produced the
+     * last row, with only the data read so far; a suspension there is
+     * success.  So libjpeg sees the file up to the end of the read holding
+     * the current position, and suspends beyond it: an error in what it
+     * reads there still fails, a bad marker past it is never seen. */
+    size_t pos = len - ci->src->bytes_in_buffer;
+    size_t window = pos % VS_JPEG_READ_BLOCK ? pos - pos % VS_JPEG_READ_BLOCK + VS_JPEG_READ_BLOCK : pos;
+    if (window < len) ci->src->bytes_in_buffer = window - pos;
+    ci->src->fill_input_buffer = suspend_fill;
+    ci->src->skip_input_data = suspend_skip;
+    (void)jpeg_finish_decompress(ci);   /* FALSE: suspended, as in Pillow */
 
     memset(out, 0, sizeof *out);
     out->width = w;

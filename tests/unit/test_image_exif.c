@@ -464,6 +464,126 @@ static void test_jpeg_truncation_and_limit(void **state)
     free(jpg);
 }
 
+/* JpegImageFile._open looks for a resolution in the EXIF while no JFIF
+ * dpi is known: with ResolutionUnit present it computes
+ * float(x_resolution[0]) / x_resolution[1] and catches TypeError,
+ * KeyError, SyntaxError, ValueError and ZeroDivisionError, not
+ * IndexError.  An XResolution that Pillow hands back as a one-byte bytes
+ * (BYTE/UNDEFINED, count 1) or as a str of one digit or none (ASCII)
+ * raises IndexError there, and Image.open reports "cannot identify image
+ * file".  Other shapes are caught (dpi 72) and the image decodes. */
+static int decode_with_xres(uint32_t type, uint32_t count, const char *val, int unit, int dpi)
+{
+    struct blk k;
+    tiff_begin(&k, 0, unit ? 2 : 1);
+    uint32_t v = 0;
+    memcpy(&v, val, strlen(val) < 4 ? strlen(val) : 4);   /* little-endian inline bytes */
+    entry(&k, 0, 0x011A, type, count, v);
+    if (unit) entry(&k, 1, 0x0128, 3, 1, short_inline(&k, 2));
+    uint8_t app1[600];
+    memcpy(app1, "Exif\0\0", 6);
+    memcpy(app1 + 6, k.b, k.n);
+    size_t len;
+    uint8_t *jpg = make_jpeg(app1, k.n + 6, dpi, &len);
+    struct vs_image img;
+    memset(&img, 0, sizeof img);
+    struct vs_err err = {0};
+    enum vs_status st = vs_image_decode(jpg, len, NULL, &img, &err);
+    if (st == VS_OK) vs_image_deinit(&img);
+    else {
+        assert_int_equal(st, VS_BAD_INPUT);
+        assert_non_null(strstr(err.msg, "XResolution"));
+    }
+    free(jpg);
+    return st == VS_OK;
+}
+
+static void test_jpeg_exif_resolution_indexerror(void **state)
+{
+    (void)state;
+    /* IndexError in Pillow: not identified. */
+    assert_false(decode_with_xres(1, 1, "\x05", 1, 0));     /* BYTE, 1 value */
+    assert_false(decode_with_xres(7, 1, "\x05", 1, 0));     /* UNDEFINED, 1 byte */
+    assert_false(decode_with_xres(2, 2, "5", 1, 0));        /* ASCII "5\0" -> "5" */
+    assert_false(decode_with_xres(2, 1, "7", 1, 0));        /* ASCII "7" */
+    assert_false(decode_with_xres(2, 1, "", 1, 0));         /* ASCII "\0" -> "" */
+    /* Caught by Pillow: decodes. */
+    assert_true(decode_with_xres(1, 2, "\x05\x01", 1, 0));  /* 5 / 1 */
+    assert_true(decode_with_xres(1, 2, "\x05", 1, 0));      /* 5 / 0: ZeroDivisionError */
+    assert_true(decode_with_xres(2, 2, "a", 1, 0));         /* float("a"): ValueError */
+    assert_true(decode_with_xres(2, 3, "55", 1, 0));        /* 5.0 / "5": TypeError */
+    assert_true(decode_with_xres(2, 2, "", 1, 0));          /* "\0": ValueError */
+    assert_true(decode_with_xres(3, 1, "\x48", 1, 0));      /* SHORT: int[0] TypeError */
+    assert_true(decode_with_xres(1, 1, "\x05", 0, 0));      /* no ResolutionUnit: KeyError */
+    assert_true(decode_with_xres(1, 1, "\x05", 1, 1));      /* JFIF dpi known: not looked at */
+}
+
+/* After the last row Pillow calls jpeg_finish_decompress on the data
+ * ImageFile.load has read so far (64 KiB reads from the file start) and
+ * takes a suspension there as success: a marker libjpeg refuses between
+ * the scan and EOI (here a second SOF) fails only when libjpeg can read
+ * enough of it within the 64 KiB read that completed the rows.  (Each
+ * case checked against Pillow 9.4.) */
+static void test_jpeg_bad_marker_after_rows(void **state)
+{
+    (void)state;
+    size_t len;
+    uint8_t *jpg = make_jpeg(NULL, 0, 0, &len);
+    struct vs_image base, img;
+    struct vs_err err = {0};
+    assert_int_equal(vs_image_decode(jpg, len, NULL, &base, &err), VS_OK);
+    size_t body = len - 2;                         /* without EOI */
+    size_t sof_at = 0, sof_len = 0;
+    for (size_t i = 2; i + 4 < len; i++)
+        if (jpg[i] == 0xFF && jpg[i + 1] == 0xC0) {
+            sof_at = i;
+            sof_len = 2 + ((size_t)jpg[i + 2] << 8 | jpg[i + 3]);
+            break;
+        }
+    assert_true(sof_len > 0);
+    const size_t big = 70000;
+    uint8_t *f = calloc(body + big + sof_len + 2 + big, 1);
+    assert_non_null(f);
+    /* zero-filled gap of `gap` bytes, the SOF again, `tail` zero bytes, EOI */
+    struct { size_t gap, tail; int ok; } cases[] = {
+        {0, 0, 0},                       /* small file: all of it is read at once */
+        {1000, big, 0},                  /* within the first 64 KiB read */
+        {big, 0, 1},                     /* beyond it: never looked at */
+        {65536 - body, 0, 1},            /* starts right at the 64 KiB boundary */
+        {65535 - body, 0, 1},            /* its 0xFF is the last byte of the read */
+        {65530 - body, 0, 1},            /* its height field cut by the boundary */
+        {0, 0, 0},                       /* (filled below) */
+    };
+    /* only its last byte past the boundary: libjpeg has read enough to refuse */
+    cases[VS_ARRAY_LEN(cases) - 1].gap = 65536 - body - sof_len + 1;
+    for (size_t c = 0; c < VS_ARRAY_LEN(cases); c++) {
+        size_t n = 0;
+        memcpy(f, jpg, body);
+        n = body;
+        memset(f + n, 0, cases[c].gap);
+        n += cases[c].gap;
+        memcpy(f + n, jpg + sof_at, sof_len);
+        n += sof_len;
+        memset(f + n, 0, cases[c].tail);
+        n += cases[c].tail;
+        f[n++] = 0xFF;
+        f[n++] = 0xD9;
+        memset(&img, 0, sizeof img);
+        enum vs_status st = vs_image_decode(f, n, NULL, &img, &err);
+        if (cases[c].ok) {
+            assert_int_equal(st, VS_OK);
+            assert_memory_equal(img.rgb, base.rgb, 24 * 16 * 3);
+            vs_image_deinit(&img);
+        } else {
+            assert_int_equal(st, VS_BAD_INPUT);
+            assert_non_null(strstr(err.msg, "SOF"));
+        }
+    }
+    free(f);
+    vs_image_deinit(&base);
+    free(jpg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +599,8 @@ int main(void)
         cmocka_unit_test(test_jpeg_orientation_applied),
         cmocka_unit_test(test_jpeg_bad_exif_header),
         cmocka_unit_test(test_jpeg_truncation_and_limit),
+        cmocka_unit_test(test_jpeg_exif_resolution_indexerror),
+        cmocka_unit_test(test_jpeg_bad_marker_after_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
