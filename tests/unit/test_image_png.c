@@ -223,6 +223,48 @@ static void test_png_ztxt_bomb(void **state)
     free(b.p);
 }
 
+/* A PNG of n iCCP chunks each inflating to just under 1 MiB (allowed one
+ * by one, as in Pillow). */
+static void png_many_iccp(struct buf *b, int n)
+{
+    const size_t each = (1u << 20) - 16;
+    uint8_t *zeros = calloc(each, 1);
+    assert_non_null(zeros);
+    struct buf z = zcompress(zeros, each);
+    free(zeros);
+    struct buf c = {0};
+    put(&c, "icc\0\0", 5);                     /* profile name, NUL, method 0 */
+    put(&c, z.p, z.n);
+    free(z.p);
+    png_sig(b);
+    png_ihdr(b, 2, 2, 8, 2, 0);
+    for (int i = 0; i < n; i++) png_chunk(b, "iCCP", c.p, c.n);
+    png_idat(b, rgb2x2_raw, sizeof rgb2x2_raw);
+    png_iend(b);
+    free(c.p);
+}
+
+static void test_png_metadata_inflate_budget(void **state)
+{
+    (void)state;
+    /* Sixty-three 1 MiB profiles: under the 64 MiB budget, decoded. */
+    struct buf b = {0};
+    png_many_iccp(&b, 63);
+    struct vs_image img;
+    struct vs_err e = {0};
+    assert_int_equal(decode(&b, &img, &e), VS_OK);
+    check_rgb2x2(&img);
+    vs_image_deinit(&img);
+    free(b.p);
+    /* Seventy: refused once the total passes 64 MiB, naming the reason
+     * (each chunk alone is allowed; together they are a CPU bomb). */
+    memset(&b, 0, sizeof b);
+    png_many_iccp(&b, 70);
+    assert_int_equal(decode(&b, &img, &e), VS_TOO_LARGE);
+    assert_non_null(strstr(e.msg, "in all"));
+    free(b.p);
+}
+
 static void test_png_truncated_idat_rejects(void **state)
 {
     (void)state;
@@ -837,6 +879,7 @@ int main(void)
         cmocka_unit_test(test_png_ancillary_crc_rejects),
         cmocka_unit_test(test_png_unknown_critical_skipped_and_no_iend),
         cmocka_unit_test(test_png_ztxt_bomb),
+        cmocka_unit_test(test_png_metadata_inflate_budget),
         cmocka_unit_test(test_png_truncated_idat_rejects),
         cmocka_unit_test(test_png_short_stream_and_extra_data),
         cmocka_unit_test(test_png_bit_depths),
