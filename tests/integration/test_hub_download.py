@@ -235,6 +235,18 @@ try:
     check(code == 0 and json_lines(out)[0]["predictions"] == want,
           f"a 2047-byte relative Location is followed: {code} {err}")
 
+    # 7j. A revision with a '.' component is refused before a path or URL is
+    #     built ("main/." turned refs/main into a folder; curl drops "./"
+    #     from URLs, so "." asked the hub for another path).
+    for rev in (".", "main/.", "./main", "v1/./x"):
+        home = fresh_home("dot")
+        hub.requests.clear()
+        code, _, err = classify(f"test/tiny-vit@{rev}", home)
+        check(code == 1 and "not a folder, nor a valid hub id" in err,
+              f"revision '{rev}' refused: {code} {err}")
+        check(not hub.requests, f"revision '{rev}': no request made: {hub.requests}")
+        check(not os.path.exists(os.path.join(home, "hub")), f"revision '{rev}': nothing written")
+
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
     code, _, err = classify("test/tiny-vit", home, {"HF_ENDPOINT": "http://127.0.0.1:1"})
