@@ -9,6 +9,9 @@
  *        X-Linked-Etag (LFS files: the SHA-256 of the content) or ETag
  *        X-Linked-Size / Content-Length
  *   GET  the URL the HEAD ended at, following redirects to the file storage.
+ * The first file (config.json) is asked for at {rev}; every other one at the
+ * commit its X-Repo-Commit named, as huggingface_hub's snapshot_download
+ * does, so that one snapshot folder never holds files of two commits.
  * Files land in the cache as huggingface_hub lays it out:
  *   models--org--name/blobs/<etag>                 the content
  *   models--org--name/snapshots/<commit>/<file>    symlink to ../../blobs/<etag>
@@ -128,9 +131,9 @@ struct fetch {
 
 #define MAX_RELATIVE_REDIRECTS 10
 
-static void url_of(const struct fetch *f, const char *file, char *url, size_t n)
+static void url_of(const struct fetch *f, const char *rev, const char *file, char *url, size_t n)
 {
-    snprintf(url, n, "%s/%s/resolve/%s/%s", f->endpoint, f->repo, f->rev, file);
+    snprintf(url, n, "%s/%s/resolve/%s/%s", f->endpoint, f->repo, rev, file);
 }
 
 /* Maps a failed HEAD/GET to a message a person can act on. */
@@ -178,11 +181,12 @@ static bool relative_target(const char *url, const char *location, char *out, si
     return true;
 }
 
-static enum vs_status head(struct fetch *f, const char *file, struct head_info *h,
-                           struct vs_err *err)
+/* HEAD of file at rev (the revision asked for, or the commit it resolved to). */
+static enum vs_status head(struct fetch *f, const char *rev, const char *file,
+                           struct head_info *h, struct vs_err *err)
 {
     char url[4096];
-    url_of(f, file, url, sizeof url);
+    url_of(f, rev, file, url, sizeof url);
     for (int hops = 0;; hops++) {
         memset(h, 0, sizeof *h);
         h->size = -1;
@@ -332,14 +336,17 @@ fail:
 }
 
 /* Fetches one file of the repo into blobs/ and links it from the snapshot.
- * optional: a 404 is not an error (*missing set instead). */
+ * optional: a 404 is not an error (*missing set instead).  commit: empty for
+ * the first file (asked for at the revision, the commit it resolves to is
+ * stored there); the others are asked for at that commit, so that a branch
+ * that moves during the download cannot mix two commits in one snapshot. */
 static enum vs_status fetch_file(struct fetch *f, const char *base, const char *file,
                                  bool optional, bool *missing, char *commit, size_t commit_n,
                                  struct vs_err *err)
 {
     struct head_info h;
     if (missing) *missing = false;
-    enum vs_status st = head(f, file, &h, err);
+    enum vs_status st = head(f, commit[0] ? commit : f->rev, file, &h, err);
     if (st == VS_NOT_FOUND && optional) {
         *missing = true;
         return VS_OK;

@@ -39,12 +39,15 @@ hub.redirect_away("away/long", "/" + "x" * 3000)
 hub.rename("loop/b", "loop/a")
 # Renamed to a name whose Location for preprocessor_config.json is exactly
 # 2047 bytes, the longest one kept whole: followed, as the docs say.
-LONG_NEW = "long-org/" + "v" * (2047 - len("/resolve/main/preprocessor_config.json") - 1 - 9)
+# (preprocessor_config.json is asked for at the commit config.json named.)
+LONG_NEW = "long-org/" + "v" * (2047 - len("/resolve/" + "0" * 40 + "/preprocessor_config.json") - 1 - 9)
 hub.add(LONG_NEW, MODEL)
 hub.rename("old-org/long-vit", LONG_NEW)
 flaky = hub.add("test/flaky-vit", MODEL, badsum=True)
 SHARDED = gen_model("hub-sharded", "--preset", "tiny", "--shards", "2")
 flaky_sharded = hub.add("test/flaky-sharded", SHARDED, badsum=True)
+OTHER = gen_model("hub-seed2", "--preset", "tiny", "--seed", "2")
+moving = hub.add("test/moving-vit", MODEL, moves_to=OTHER)
 
 
 def fresh_home(name):
@@ -246,6 +249,26 @@ try:
               f"revision '{rev}' refused: {code} {err}")
         check(not hub.requests, f"revision '{rev}': no request made: {hub.requests}")
         check(not os.path.exists(os.path.join(home, "hub")), f"revision '{rev}': nothing written")
+
+    # 7k. `main` moves to another commit after the first file: the others are
+    #     fetched by the commit the first one named (as huggingface_hub does),
+    #     so the snapshot folder holds one commit's files, not two.
+    home = fresh_home("moving")
+    hub.requests.clear()
+    code, out, err = classify("test/moving-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"download while main moves: {code} {err}")
+    base = os.path.join(home, "hub", "models--test--moving-vit")
+    check(os.listdir(os.path.join(base, "snapshots")) == [moving.commit],
+          f"one snapshot, the first commit's: {os.listdir(os.path.join(base, 'snapshots'))}")
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        got = open(os.path.join(base, "snapshots", moving.commit, name), "rb").read()
+        check(got == open(os.path.join(MODEL, name), "rb").read(),
+              f"{name} is the first commit's, not the one main moved to")
+    check(("HEAD", f"/test/moving-vit/resolve/{moving.commit}/model.safetensors") in hub.requests,
+          f"the weights were asked for by commit: {hub.requests}")
+    check(open(os.path.join(base, "refs", "main")).read() == moving.commit,
+          "refs/main names the commit the files came from")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
