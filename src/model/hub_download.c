@@ -376,6 +376,13 @@ static enum vs_status fetch_file(struct fetch *f, const char *base, const char *
 
     struct stat sb;
     if (stat(blob, &sb) != 0) {
+        /* The size bounds the transfer (on_body stops past it): without
+         * one, a broken server or proxy could fill the disk; huggingface_hub
+         * refuses such a file too. */
+        if (h.size < 0)
+            return vs_err_set(err, VS_IO, "%s: %s/%s: the hub gave no size for the file (no "
+                              "X-Linked-Size nor Content-Length); not downloaded", f->endpoint,
+                              f->repo, file);
         /* Resume a partial download if one is there. */
         long long have = stat(part, &sb) == 0 ? (long long)sb.st_size : 0;
         if (h.size >= 0 && have > h.size) {

@@ -48,6 +48,7 @@ SHARDED = gen_model("hub-sharded", "--preset", "tiny", "--shards", "2")
 flaky_sharded = hub.add("test/flaky-sharded", SHARDED, badsum=True)
 OTHER = gen_model("hub-seed2", "--preset", "tiny", "--seed", "2")
 moving = hub.add("test/moving-vit", MODEL, moves_to=OTHER)
+hub.add("test/nosize-vit", MODEL, nosize=True)
 
 
 def fresh_home(name):
@@ -269,6 +270,16 @@ try:
           f"the weights were asked for by commit: {hub.requests}")
     check(open(os.path.join(base, "refs", "main")).read() == moving.commit,
           "refs/main names the commit the files came from")
+
+    # 7l. A HEAD that gives no size (no X-Linked-Size, no Content-Length):
+    #     refused with a message, before a byte is fetched (a transfer of
+    #     unknown size has no bound: it could fill the disk).
+    home = fresh_home("nosize")
+    hub.requests.clear()
+    code, _, err = classify("test/nosize-vit", home)
+    check(code == 1 and "config.json" in err and "no size" in err,
+          f"a file of unknown size refused: {code} {err}")
+    check(not any(m == "GET" for m, _ in hub.requests), f"nothing fetched: {hub.requests}")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
