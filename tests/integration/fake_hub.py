@@ -19,6 +19,7 @@ Injected failures, chosen per repository:
   'extra':   the CDN sends this many bytes more than X-Linked-Size says
   'slow':    every GET body takes about this many seconds (sent in 20 pieces),
              so that concurrent downloaders overlap
+  'slow_cdn': the same for the CDN's bodies only (the LFS files)
   'nosize':  the HEAD answers carry neither X-Linked-Size nor Content-Length
   'moves_to': a second folder: `main` moves to its commit once config.json
              has been sent (the first commit stays reachable by its hash)
@@ -57,7 +58,7 @@ def _read_folder(folder):
 
 class Repo:
     def __init__(self, folder, private_token=None, cut=False, badsum=False, commit=None,
-                 extra=0, slow=0.0, nosize=False, moves_to=None):
+                 extra=0, slow=0.0, slow_cdn=0.0, nosize=False, moves_to=None):
         self.files = _read_folder(folder)
         self.commit = commit or hashlib.sha1(folder.encode()).hexdigest()
         self.commits = {self.commit: self.files}   # commit -> files
@@ -71,6 +72,7 @@ class Repo:
         self.badsum = badsum
         self.extra = extra
         self.slow = slow
+        self.slow_cdn = slow_cdn
         self.nosize = nosize
 
 
@@ -191,7 +193,7 @@ class FakeHub:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                self.write_body(body, repo.slow)
+                self.write_body(body, repo.slow_cdn or repo.slow)
 
         self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

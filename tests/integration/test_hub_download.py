@@ -3,14 +3,22 @@
 tokens, 401/404, a non-ViT model refused before its weights are fetched,
 a connection cut mid-file (resumed), a wrong checksum (nothing left that
 looks complete), a renamed repository (307 with a relative Location,
-followed as huggingface_hub does) and a redirect loop, no network."""
+followed as huggingface_hub does) and a redirect loop, `main` moving during
+a download (the files after the first are fetched by commit), a HEAD with no
+size, revisions with a '.' component, several processes downloading into one
+cache at once (a lock per blob, shared with huggingface_hub's), a lock left by
+a killed process, no network."""
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import time
 
 from fake_hub import FakeHub
-from vstest import FIXTURE, TMP, check, done, gen_model, json_lines, vitserve
+from vstest import FIXTURE, TMP, VITSERVE, check, done, gen_model, json_lines, vitserve
 
 MODEL = os.path.join(FIXTURE, "model")
 IMG = os.path.join(FIXTURE, "images", "a01_chelsea_baseline420.jpg")
@@ -49,6 +57,8 @@ flaky_sharded = hub.add("test/flaky-sharded", SHARDED, badsum=True)
 OTHER = gen_model("hub-seed2", "--preset", "tiny", "--seed", "2")
 moving = hub.add("test/moving-vit", MODEL, moves_to=OTHER)
 hub.add("test/nosize-vit", MODEL, nosize=True)
+hub.add("test/slow-vit", MODEL, slow=1.0)
+slower = hub.add("test/slower-vit", MODEL, slow_cdn=8.0)
 
 
 def fresh_home(name):
@@ -58,10 +68,28 @@ def fresh_home(name):
     return home
 
 
-def classify(model, home, extra_env=None):
+def hub_env(home, extra_env=None):
     env = {"HF_HOME": home, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": "", "HF_TOKEN": ""}
     env.update(extra_env or {})
-    return vitserve("classify", "--model", model, "--json", "--device", "cpu", IMG, env=env)
+    return env
+
+
+def classify(model, home, extra_env=None):
+    return vitserve("classify", "--model", model, "--json", "--device", "cpu", IMG,
+                    env=hub_env(home, extra_env))
+
+
+def start(args, home, stderr):
+    """Starts `vitserve args` in the background against the fake hub."""
+    return subprocess.Popen([VITSERVE, *args], stdout=subprocess.PIPE, stderr=stderr,
+                            env=dict(os.environ, **hub_env(home)))
+
+
+def wait_for(cond, seconds):
+    deadline = time.time() + seconds
+    while not cond() and time.time() < deadline:
+        time.sleep(0.05)
+    return cond()
 
 
 try:
@@ -280,6 +308,76 @@ try:
     check(code == 1 and "config.json" in err and "no size" in err,
           f"a file of unknown size refused: {code} {err}")
     check(not any(m == "GET" for m, _ in hub.requests), f"nothing fetched: {hub.requests}")
+
+    # 7m. Several processes download one model into one cache at once (the
+    #     k8s init containers on one ReadWriteMany volume): each blob is
+    #     fetched once, under a lock, the others wait and find it complete.
+    home = fresh_home("concurrent")
+    hub.requests.clear()
+    hub.sent.clear()
+    errs = [open(os.path.join(TMP, f"hub-concurrent-{i}.err"), "w+") for i in range(3)]
+    procs = [start(["info", "--model", "test/slow-vit"], home, e) for e in errs]
+    for i, p in enumerate(procs):
+        p.communicate(timeout=120)
+        errs[i].seek(0)
+        check(p.returncode == 0, f"concurrent download {i}: {p.returncode} {errs[i].read()}")
+    base = os.path.join(home, "hub", "models--test--slow-vit")
+    weights = open(os.path.join(MODEL, "model.safetensors"), "rb").read()
+    sha = hashlib.sha256(weights).hexdigest()
+    blob = os.path.join(base, "blobs", sha)
+    check(hashlib.sha256(open(blob, "rb").read()).hexdigest() == sha, "the weight blob is intact")
+    check(hub.sent[f"/cdn/{sha}"] == len(weights),
+          f"the weights were sent once: {hub.sent[f'/cdn/{sha}']} bytes for {len(weights)}")
+    for name in ("config.json", "preprocessor_config.json"):
+        gets = [p for m, p in hub.requests if m == "GET" and p.endswith("/" + name)]
+        check(len(gets) == 1, f"{name} fetched once: {gets}")
+    check(not [f for f in os.listdir(os.path.join(base, "blobs")) if f.endswith(".incomplete")],
+          "no partial files left")
+
+    # 7n. Another process (vitserve or huggingface_hub: the same lock file,
+    #     .locks/models--org--name/<etag>.lock) is downloading a blob: this
+    #     one waits, then uses the blob the other finished, fetching nothing.
+    home = fresh_home("locked")
+    hub.requests.clear()
+    blobs = os.path.join(home, "hub", "models--test--tiny-vit", "blobs")
+    locks = os.path.join(home, "hub", ".locks", "models--test--tiny-vit")
+    os.makedirs(blobs)
+    os.makedirs(locks)
+    holder = open(os.path.join(locks, sha + ".lock"), "w")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    errf = open(os.path.join(TMP, "hub-locked.err"), "w+")
+    p = start(["classify", "--model", "test/tiny-vit", "--json", "--device", "cpu", IMG], home, errf)
+    waiting = wait_for(lambda: "waiting" in open(errf.name).read() or p.poll() is not None, 20)
+    check(waiting and p.poll() is None, f"waits for the lock: {p.poll()} {open(errf.name).read()}")
+    check(not any(q.startswith("/cdn/") for _, q in hub.requests),
+          f"nothing fetched while the lock is held: {hub.requests}")
+    open(os.path.join(blobs, sha), "wb").write(weights)   # the other process finishes
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    holder.close()
+    out, _ = p.communicate(timeout=60)
+    check(p.returncode == 0 and json_lines(out.decode())[0]["predictions"] == want,
+          f"then uses the blob: {p.returncode} {open(errf.name).read()}")
+    check(not any(q.startswith("/cdn/") for _, q in hub.requests),
+          f"the weights were not fetched again: {hub.requests}")
+
+    # 7o. A process killed mid-download leaves its lock file and a partial
+    #     blob: the next run is not blocked (the kernel released the lock)
+    #     and completes the blob.
+    home = fresh_home("killed")
+    blobs = os.path.join(home, "hub", "models--test--slower-vit", "blobs")
+    part = os.path.join(blobs, sha + ".incomplete")
+    lockfile = os.path.join(home, "hub", ".locks", "models--test--slower-vit", sha + ".lock")
+    p = start(["info", "--model", "test/slower-vit"], home, subprocess.DEVNULL)
+    started = wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > 0, 60)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    check(started and os.path.exists(lockfile), "killed while writing the weights, its lock file left")
+    slower.slow_cdn = 0
+    code, out, err = classify("test/slower-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"the next run completes the download: {code} {err}")
+    check(hashlib.sha256(open(os.path.join(blobs, sha), "rb").read()).hexdigest() == sha,
+          "the completed blob is intact")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
