@@ -79,10 +79,15 @@ def classify(model, home, extra_env=None):
                     env=hub_env(home, extra_env))
 
 
+children = []
+
+
 def start(args, home, stderr):
     """Starts `vitserve args` in the background against the fake hub."""
-    return subprocess.Popen([VITSERVE, *args], stdout=subprocess.PIPE, stderr=stderr,
-                            env=dict(os.environ, **hub_env(home)))
+    p = subprocess.Popen([VITSERVE, *args], stdout=subprocess.PIPE, stderr=stderr,
+                         env=dict(os.environ, **hub_env(home)))
+    children.append(p)
+    return p
 
 
 def wait_for(cond, seconds):
@@ -384,5 +389,9 @@ try:
     code, _, err = classify("test/tiny-vit", home, {"HF_ENDPOINT": "http://127.0.0.1:1"})
     check(code == 1 and "127.0.0.1:1" in err and "--model DIR" in err, f"no network: {err}")
 finally:
+    for child in children:        # none is left running, whatever failed
+        if child.poll() is None:
+            child.kill()
+            child.wait()
     hub.stop()
 done()
