@@ -141,7 +141,22 @@ struct fetch {
 
 static void url_of(const struct fetch *f, const char *rev, const char *file, char *url, size_t n)
 {
-    snprintf(url, n, "%s/%s/resolve/%s/%s", f->endpoint, f->repo, rev, file);
+    /* The revision is one segment of the path: the '/' of refs/pr/1 goes as
+     * %2F, as huggingface_hub quotes it (the hub would read revision "refs"
+     * and file "pr/1/config.json"); hub.c lets no other character that needs
+     * quoting into a revision. */
+    char seg[3 * sizeof f->rev];
+    size_t k = 0;
+    for (const char *c = rev; *c && k + 3 < sizeof seg; c++) {
+        if (*c == '/') {
+            memcpy(seg + k, "%2F", 3);
+            k += 3;
+        } else {
+            seg[k++] = *c;
+        }
+    }
+    seg[k] = '\0';
+    snprintf(url, n, "%s/%s/resolve/%s/%s", f->endpoint, f->repo, seg, file);
 }
 
 /* Maps a failed HEAD/GET to a message a person can act on. */

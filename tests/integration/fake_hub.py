@@ -23,6 +23,8 @@ Injected failures, chosen per repository:
   'nosize':  the HEAD answers carry neither X-Linked-Size nor Content-Length
   'moves_to': a second folder: `main` moves to its commit once config.json
              has been sent (the first commit stays reachable by its hash)
+  'branches': more revision names for the commit (such as "refs/pr/1": as on
+             the hub, a revision is one path segment, its '/' sent as %2F)
 Unknown repo -> 404 RepoNotFound; unknown revision -> 404 RevisionNotFound;
 unknown file -> 404 EntryNotFound.  `requests` records every path asked,
 `sent` the body bytes sent per path.
@@ -34,6 +36,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 
 class _Server(ThreadingHTTPServer):
@@ -58,11 +61,12 @@ def _read_folder(folder):
 
 class Repo:
     def __init__(self, folder, private_token=None, cut=False, badsum=False, commit=None,
-                 extra=0, slow=0.0, slow_cdn=0.0, nosize=False, moves_to=None):
+                 extra=0, slow=0.0, slow_cdn=0.0, nosize=False, moves_to=None, branches=()):
         self.files = _read_folder(folder)
         self.commit = commit or hashlib.sha1(folder.encode()).hexdigest()
         self.commits = {self.commit: self.files}   # commit -> files
         self.main = self.commit                    # what `main` points to now
+        self.branches = set(branches)
         self.moves_to = None
         if moves_to:
             self.moves_to = hashlib.sha1(moves_to.encode()).hexdigest()
@@ -128,7 +132,7 @@ class FakeHub:
                     return self.cdn(parts[2])
                 if len(parts) < 6 or parts[3] != "resolve":
                     return self.send(404, {"X-Error-Code": "RepoNotFound"})
-                repo_id, rev, fname = parts[1] + "/" + parts[2], parts[4], "/".join(parts[5:])
+                repo_id, rev, fname = parts[1] + "/" + parts[2], unquote(parts[4]), "/".join(parts[5:])
                 if repo_id in hub.away:
                     loc = hub.away[repo_id]
                     return self.send(307, {"Location": loc}, b"Moved")
@@ -140,7 +144,7 @@ class FakeHub:
                     return self.send(404, {"X-Error-Code": "RepoNotFound"}, b'{"error":"Repository not found"}')
                 if repo.private_token and self.headers.get("Authorization") != "Bearer " + repo.private_token:
                     return self.send(401, {"X-Error-Code": "GatedRepo"}, b'{"error":"Access to this model is restricted"}')
-                commit = repo.main if rev == "main" else rev
+                commit = repo.main if rev == "main" else repo.commit if rev in repo.branches else rev
                 if commit not in repo.commits:
                     return self.send(404, {"X-Error-Code": "RevisionNotFound"})
                 data = repo.commits[commit].get(fname)

@@ -5,7 +5,7 @@ a connection cut mid-file (resumed), a wrong checksum (nothing left that
 looks complete), a renamed repository (307 with a relative Location,
 followed as huggingface_hub does) and a redirect loop, `main` moving during
 a download (the files after the first are fetched by commit), a HEAD with no
-size, revisions with a '.' component, several processes downloading into one
+size, revisions with a '.' component or a '/' (refs/pr/1), several processes downloading into one
 cache at once (a lock per blob, shared with huggingface_hub's), a lock left by
 a killed process, no network."""
 import fcntl
@@ -59,6 +59,7 @@ moving = hub.add("test/moving-vit", MODEL, moves_to=OTHER)
 hub.add("test/nosize-vit", MODEL, nosize=True)
 hub.add("test/slow-vit", MODEL, slow=1.0)
 slower = hub.add("test/slower-vit", MODEL, slow_cdn=8.0)
+pr = hub.add("test/pr-vit", MODEL, branches=("refs/pr/1",))
 
 
 def fresh_home(name):
@@ -383,6 +384,21 @@ try:
           f"the next run completes the download: {code} {err}")
     check(hashlib.sha256(open(os.path.join(blobs, sha), "rb").read()).hexdigest() == sha,
           "the completed blob is intact")
+
+    # 7p. A revision holding '/' (a pull request: refs/pr/1) is one segment of
+    #     the URL, its '/' sent as %2F as huggingface_hub sends it: the hub
+    #     reads .../resolve/refs/pr/1/config.json as revision 'refs'.
+    home = fresh_home("pr")
+    hub.requests.clear()
+    code, out, err = classify("test/pr-vit@refs/pr/1", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"download of revision refs/pr/1: {code} {err}")
+    check(("HEAD", "/test/pr-vit/resolve/refs%2Fpr%2F1/config.json") in hub.requests,
+          f"the revision is one URL segment: {hub.requests[:2]}")
+    ref = os.path.join(home, "hub", "models--test--pr-vit", "refs", "refs", "pr", "1")
+    check(open(ref).read() == pr.commit, "recorded in refs/refs/pr/1, as huggingface_hub does")
+    code, _, err = classify("test/pr-vit@refs/pr/1", home, {"HF_HUB_OFFLINE": "1"})
+    check(code == 0, f"then found offline: {code} {err}")
 
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
