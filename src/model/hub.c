@@ -51,7 +51,9 @@ static bool id_part_ok(const char *s, size_t n)
 }
 
 /* A revision: a branch/tag name or a commit; [A-Za-z0-9_./-], no "..",
- * no leading '/' and no empty path component. */
+ * no leading '/', no empty path component and none that is "." (it names
+ * refs/<rev> and goes into the URL: "main/." made refs/main a folder, and
+ * curl drops "./" from a URL, so "." asked the hub for another path). */
 static bool rev_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -60,6 +62,8 @@ static bool rev_ok(const char *s)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (!(isalnum(c) || c == '_' || c == '.' || c == '-' || c == '/')) return false;
+        if (c == '.' && (i == 0 || s[i - 1] == '/') && (i + 1 == n || s[i + 1] == '/'))
+            return false;
     }
     return true;
 }
@@ -242,7 +246,8 @@ enum vs_status vs_model_resolve(const char *spec, char *dir, size_t dir_size,
     if (!split_id(spec, repo, sizeof repo, rev, sizeof rev))
         return vs_err_set(err, VS_NOT_FOUND,
                           "model '%.200s' is not a folder, nor a valid hub id (org/name[@revision]: "
-                          "letters, digits, '_', '.', '-'; no '..')", spec);
+                          "letters, digits, '_', '.', '-'; no '..'; no '.' part in a revision)",
+                          spec);
     char root[4096], looked[1536] = "";
     cache_root(root, sizeof root);
     note(looked, sizeof looked, spec, "not a folder");

@@ -9,13 +9,21 @@
  *        X-Linked-Etag (LFS files: the SHA-256 of the content) or ETag
  *        X-Linked-Size / Content-Length
  *   GET  the URL the HEAD ended at, following redirects to the file storage.
+ * The first file (config.json) is asked for at {rev}; every other one at the
+ * commit its X-Repo-Commit named, as huggingface_hub's snapshot_download
+ * does, so that one snapshot folder never holds files of two commits.
  * Files land in the cache as huggingface_hub lays it out:
  *   models--org--name/blobs/<etag>                 the content
  *   models--org--name/snapshots/<commit>/<file>    symlink to ../../blobs/<etag>
  *   models--org--name/refs/<rev>                   the commit (branch/tag revs)
  * A blob is written to <etag>.incomplete and renamed only once complete and,
  * for LFS files, once its SHA-256 matches the ETag; an interrupted download
- * is resumed from the .incomplete file with a Range request.
+ * is resumed from the .incomplete file with a Range request.  Several
+ * processes may download into one cache at once (pods sharing a volume):
+ * each blob is fetched and linked under a lock on
+ *   .locks/models--org--name/<etag>.lock           flock(2), as huggingface_hub
+ * so that only one writes its .incomplete file; the others wait, then find
+ * the blob complete.
  *
  * Runs on the loading thread (one download at a time); progress goes to
  * stderr: a bar on a terminal, one line per file otherwise.
@@ -26,11 +34,13 @@
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,15 +132,31 @@ struct fetch {
     char endpoint[1024];
     char repo[256];
     char rev[256];
+    char locks[4200];  /* <cache>/.locks/models--org--name: the blobs' lock files */
     int retries;   /* transfers restarted after a cut connection, this file */
     bool told_redirect; /* the rename notice was printed */
 };
 
 #define MAX_RELATIVE_REDIRECTS 10
 
-static void url_of(const struct fetch *f, const char *file, char *url, size_t n)
+static void url_of(const struct fetch *f, const char *rev, const char *file, char *url, size_t n)
 {
-    snprintf(url, n, "%s/%s/resolve/%s/%s", f->endpoint, f->repo, f->rev, file);
+    /* The revision is one segment of the path: the '/' of refs/pr/1 goes as
+     * %2F, as huggingface_hub quotes it (the hub would read revision "refs"
+     * and file "pr/1/config.json"); hub.c lets no other character that needs
+     * quoting into a revision. */
+    char seg[3 * sizeof f->rev];
+    size_t k = 0;
+    for (const char *c = rev; *c && k + 3 < sizeof seg; c++) {
+        if (*c == '/') {
+            memcpy(seg + k, "%2F", 3);
+            k += 3;
+        } else {
+            seg[k++] = *c;
+        }
+    }
+    seg[k] = '\0';
+    snprintf(url, n, "%s/%s/resolve/%s/%s", f->endpoint, f->repo, seg, file);
 }
 
 /* Maps a failed HEAD/GET to a message a person can act on. */
@@ -178,11 +204,12 @@ static bool relative_target(const char *url, const char *location, char *out, si
     return true;
 }
 
-static enum vs_status head(struct fetch *f, const char *file, struct head_info *h,
-                           struct vs_err *err)
+/* HEAD of file at rev (the revision asked for, or the commit it resolved to). */
+static enum vs_status head(struct fetch *f, const char *rev, const char *file,
+                           struct head_info *h, struct vs_err *err)
 {
     char url[4096];
-    url_of(f, file, url, sizeof url);
+    url_of(f, rev, file, url, sizeof url);
     for (int hops = 0;; hops++) {
         memset(h, 0, sizeof *h);
         h->size = -1;
@@ -331,15 +358,166 @@ fail:
     return vs_err_set(err, VS_IO, "cannot create %s: %s", p, strerror(errno));
 }
 
+/* Takes the lock of the blob etag, <cache>/.locks/models--org--name/<etag>.lock:
+ * the file huggingface_hub locks for the same blob, with flock(2) as its
+ * filelock does, so that vitserve and Python processes sharing one cache
+ * (pods on one volume) write a blob's .incomplete file one at a time.
+ * Waits while another process holds it (saying so on stderr); the kernel
+ * releases the lock of a process that dies, so a lock file left behind
+ * blocks nobody.  The lock is held until *fd is closed. */
+static enum vs_status lock_blob(const struct fetch *f, const char *etag, const char *file,
+                                int *fd, struct vs_err *err)
+{
+    enum vs_status st = mkdirs(f->locks, err);
+    if (st != VS_OK) return st;
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s.lock", f->locks, etag);
+    int d = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (d < 0)
+        return vs_err_set(err, VS_IO, "cannot open the lock file %s: %s", path, strerror(errno));
+    int r = flock(d, LOCK_EX | LOCK_NB);
+    if (r != 0 && errno == EWOULDBLOCK) {
+        fprintf(stderr, "vitserve: %s: another process is downloading it into this cache; "
+                "waiting for it (lock %s)\n", file, path);
+        while ((r = flock(d, LOCK_EX)) != 0 && errno == EINTR) {}
+    }
+    if (r != 0 && (errno == ENOLCK || errno == EOPNOTSUPP || errno == ENOSYS)) {
+        /* A file system without locks (NFS without its lock daemon): go
+         * on as before locks were taken, rather than not download at all. */
+        fprintf(stderr, "vitserve: warning: cannot lock %s (%s): downloading %s without a "
+                "lock; other processes must not download into this cache meanwhile\n", path,
+                strerror(errno), file);
+        r = 0;
+    }
+    if (r != 0) {
+        int e = errno;
+        close(d);
+        return vs_err_set(err, VS_IO, "cannot lock %s: %s", path, strerror(e));
+    }
+    *fd = d;
+    return VS_OK;
+}
+
+/* Downloads the blob h describes into part (resuming what is there), checks
+ * it and renames it to blob.  *again: the transfer must be started over (a
+ * cut connection, a server that ignored the Range): the caller does it once
+ * it has released the blob's lock. */
+static enum vs_status transfer(struct fetch *f, const struct head_info *h, const char *file,
+                               const char *part, const char *blob, bool *again,
+                               struct vs_err *err)
+{
+    struct stat sb;
+    /* The size bounds the transfer (on_body stops past it): without
+     * one, a broken server or proxy could fill the disk; huggingface_hub
+     * refuses such a file too. */
+    if (h->size < 0)
+        return vs_err_set(err, VS_IO, "%s: %s/%s: the hub gave no size for the file (no "
+                          "X-Linked-Size nor Content-Length); not downloaded", f->endpoint,
+                          f->repo, file);
+    /* Resume a partial download if one is there. */
+    long long have = stat(part, &sb) == 0 ? (long long)sb.st_size : 0;
+    if (h->size >= 0 && have > h->size) {
+        unlink(part);
+        have = 0;
+    }
+    struct sink s = {.file = file, .have = have, .total = h->size,
+                     .t0 = vs_now_ms() / 1000.0, .tty = isatty(2)};
+    /* All bytes arrived before (stopped before the rename): nothing to
+     * fetch; a Range request past the end would get 416. */
+    bool complete = have > 0 && have == h->size;
+    CURLcode rc = CURLE_OK;
+    long status = 0;
+    bool closed_ok = true;
+    if (!complete) {
+        s.out = fopen(part, have ? "ab" : "wb");
+        if (!s.out) return vs_err_set(err, VS_IO, "cannot write %s: %s", part, strerror(errno));
+        char range[64];
+        CURL *c = f->curl;
+        curl_easy_reset(c);
+        curl_easy_setopt(c, CURLOPT_URL, h->url);  /* past any rename redirect */
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
+        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);   /* stalled for 60 s: give up */
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+        curl_easy_setopt(c, CURLOPT_USERAGENT, "vitserve/" VITSERVE_VERSION);
+        curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+        if (have > 0) {
+            snprintf(range, sizeof range, "%lld-", have);
+            curl_easy_setopt(c, CURLOPT_RANGE, range);
+        }
+        rc = curl_easy_perform(c);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        closed_ok = fclose(s.out) == 0;
+    }
+    if ((rc == CURLE_OK || s.over) && have > 0 && status == 200) {
+        /* The server ignored the range and sent everything: start over
+         * (once the partial file is gone, the retry asks for no range,
+         * so this cannot recur; a partial file that cannot be removed
+         * would make it loop, hence the check). */
+        if (unlink(part) != 0 && errno != ENOENT)
+            return vs_err_set(err, VS_IO, "%s: cannot remove the partial download to start "
+                              "over: %s", part, strerror(errno));
+        *again = true;
+        return VS_OK;
+    }
+    if (s.over) {
+        unlink(part);
+        return vs_err_set(err, VS_IO, "%s: %s/%s: the server sent more than the %lld bytes "
+                          "the hub announced; the partial file was removed", f->endpoint,
+                          f->repo, file, h->size);
+    }
+    bool cut = rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR ||
+               rc == CURLE_GOT_NOTHING || rc == CURLE_OPERATION_TIMEDOUT;
+    if (cut && f->retries < 3) {
+        /* A cut connection: resume from what arrived, as huggingface_hub retries. */
+        f->retries++;
+        fprintf(stderr, "vitserve: %s: connection cut after %lld bytes (%s), resuming\n",
+                file, s.have, curl_easy_strerror(rc));
+        *again = true;
+        return VS_OK;
+    }
+    if (rc != CURLE_OK) {
+        if (rc == CURLE_HTTP_RETURNED_ERROR) return http_error(f, file, status, "", err);
+        return vs_err_set(err, VS_IO, "%s: downloading %s/%s failed after %lld bytes (%s); "
+                          "run again to resume", f->endpoint, f->repo, file, s.have,
+                          curl_easy_strerror(rc));
+    }
+    if (!closed_ok) return vs_err_set(err, VS_IO, "cannot write %s: %s", part, strerror(errno));
+    if (h->size >= 0 && s.have != h->size)
+        return vs_err_set(err, VS_IO, "%s/%s: got %lld bytes, the hub announced %lld; run again "
+                          "to resume", f->repo, file, s.have, h->size);
+    if (is_sha256_hex(h->etag)) {
+        char hex[65];
+        if (!file_sha256_hex(part, hex) || strcasecmp(hex, h->etag)) {
+            unlink(part);
+            return vs_err_set(err, VS_IO, "%s/%s: checksum mismatch: SHA-256 %s, the hub's "
+                              "ETag says %s; the partial file was removed", f->repo, file,
+                              hex, h->etag);
+        }
+    }
+    f->retries = 0;
+    if (rename(part, blob) != 0)
+        return vs_err_set(err, VS_IO, "cannot rename %s: %s", part, strerror(errno));
+    progress_line(&s, true);
+    return VS_OK;
+}
+
 /* Fetches one file of the repo into blobs/ and links it from the snapshot.
- * optional: a 404 is not an error (*missing set instead). */
+ * optional: a 404 is not an error (*missing set instead).  commit: empty for
+ * the first file (asked for at the revision, the commit it resolves to is
+ * stored there); the others are asked for at that commit, so that a branch
+ * that moves during the download cannot mix two commits in one snapshot. */
 static enum vs_status fetch_file(struct fetch *f, const char *base, const char *file,
                                  bool optional, bool *missing, char *commit, size_t commit_n,
                                  struct vs_err *err)
 {
     struct head_info h;
     if (missing) *missing = false;
-    enum vs_status st = head(f, file, &h, err);
+    enum vs_status st = head(f, commit[0] ? commit : f->rev, file, &h, err);
     if (st == VS_NOT_FOUND && optional) {
         *missing = true;
         return VS_OK;
@@ -367,103 +545,30 @@ static enum vs_status fetch_file(struct fetch *f, const char *base, const char *
     snprintf(link, sizeof link, "%s/%s", snap, file);
     if ((st = mkdirs(blobs, err)) != VS_OK || (st = mkdirs(snap, err)) != VS_OK) return st;
 
+    /* One process at a time per blob, from the check that it is missing to
+     * the link (another may have completed it while this one waited). */
+    int lock = -1;
+    if ((st = lock_blob(f, h.etag, file, &lock, err)) != VS_OK) return st;
+    bool again = false;
     struct stat sb;
-    if (stat(blob, &sb) != 0) {
-        /* Resume a partial download if one is there. */
-        long long have = stat(part, &sb) == 0 ? (long long)sb.st_size : 0;
-        if (h.size >= 0 && have > h.size) {
-            unlink(part);
-            have = 0;
+    if (stat(blob, &sb) != 0) st = transfer(f, &h, file, part, blob, &again, err);
+    if (st == VS_OK && !again) {
+        /* snapshots/<commit>/<file> -> ../../blobs/<etag> (relative, as
+         * huggingface_hub); a link that is already right is left alone:
+         * another process that found the snapshot complete may be loading it. */
+        char target[512], cur[512];
+        snprintf(target, sizeof target, "../../blobs/%s", h.etag);
+        ssize_t n = readlink(link, cur, sizeof cur);
+        if (n < 0 || (size_t)n != strlen(target) || memcmp(cur, target, (size_t)n) != 0) {
+            unlink(link);
+            if (symlink(target, link) != 0)
+                st = vs_err_set(err, VS_IO, "cannot link %s: %s", link, strerror(errno));
         }
-        struct sink s = {.file = file, .have = have, .total = h.size,
-                         .t0 = vs_now_ms() / 1000.0, .tty = isatty(2)};
-        /* All bytes arrived before (stopped before the rename): nothing to
-         * fetch; a Range request past the end would get 416. */
-        bool complete = have > 0 && have == h.size;
-        CURLcode rc = CURLE_OK;
-        long status = 0;
-        bool closed_ok = true;
-        if (!complete) {
-            s.out = fopen(part, have ? "ab" : "wb");
-            if (!s.out) return vs_err_set(err, VS_IO, "cannot write %s: %s", part, strerror(errno));
-            char range[64];
-            CURL *c = f->curl;
-            curl_easy_reset(c);
-            curl_easy_setopt(c, CURLOPT_URL, h.url);  /* past any rename redirect */
-            curl_easy_setopt(c, CURLOPT_HTTPHEADER, f->headers);
-            curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-            curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
-            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-            curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-            curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-            curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);   /* stalled for 60 s: give up */
-            curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-            curl_easy_setopt(c, CURLOPT_USERAGENT, "vitserve/" VITSERVE_VERSION);
-            curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-            if (have > 0) {
-                snprintf(range, sizeof range, "%lld-", have);
-                curl_easy_setopt(c, CURLOPT_RANGE, range);
-            }
-            rc = curl_easy_perform(c);
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-            closed_ok = fclose(s.out) == 0;
-        }
-        if ((rc == CURLE_OK || s.over) && have > 0 && status == 200) {
-            /* The server ignored the range and sent everything: start over
-             * (once the partial file is gone, the retry asks for no range,
-             * so this cannot recur; a partial file that cannot be removed
-             * would make it loop, hence the check). */
-            if (unlink(part) != 0 && errno != ENOENT)
-                return vs_err_set(err, VS_IO, "%s: cannot remove the partial download to start "
-                                  "over: %s", part, strerror(errno));
-            return fetch_file(f, base, file, optional, missing, commit, commit_n, err);
-        }
-        if (s.over) {
-            unlink(part);
-            return vs_err_set(err, VS_IO, "%s: %s/%s: the server sent more than the %lld bytes "
-                              "the hub announced; the partial file was removed", f->endpoint,
-                              f->repo, file, h.size);
-        }
-        bool cut = rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR ||
-                   rc == CURLE_GOT_NOTHING || rc == CURLE_OPERATION_TIMEDOUT;
-        if (cut && f->retries < 3) {
-            /* A cut connection: resume from what arrived, as huggingface_hub retries. */
-            f->retries++;
-            fprintf(stderr, "vitserve: %s: connection cut after %lld bytes (%s), resuming\n",
-                    file, s.have, curl_easy_strerror(rc));
-            return fetch_file(f, base, file, optional, missing, commit, commit_n, err);
-        }
-        if (rc != CURLE_OK) {
-            if (rc == CURLE_HTTP_RETURNED_ERROR) return http_error(f, file, status, "", err);
-            return vs_err_set(err, VS_IO, "%s: downloading %s/%s failed after %lld bytes (%s); "
-                              "run again to resume", f->endpoint, f->repo, file, s.have,
-                              curl_easy_strerror(rc));
-        }
-        if (!closed_ok) return vs_err_set(err, VS_IO, "cannot write %s: %s", part, strerror(errno));
-        if (h.size >= 0 && s.have != h.size)
-            return vs_err_set(err, VS_IO, "%s/%s: got %lld bytes, the hub announced %lld; run again "
-                              "to resume", f->repo, file, s.have, h.size);
-        if (is_sha256_hex(h.etag)) {
-            char hex[65];
-            if (!file_sha256_hex(part, hex) || strcasecmp(hex, h.etag)) {
-                unlink(part);
-                return vs_err_set(err, VS_IO, "%s/%s: checksum mismatch: SHA-256 %s, the hub's "
-                                  "ETag says %s; the partial file was removed", f->repo, file,
-                                  hex, h.etag);
-            }
-        }
-        f->retries = 0;
-        if (rename(part, blob) != 0)
-            return vs_err_set(err, VS_IO, "cannot rename %s: %s", part, strerror(errno));
-        progress_line(&s, true);
     }
-    /* snapshots/<commit>/<file> -> ../../blobs/<etag> (relative, as huggingface_hub). */
-    char target[512];
-    snprintf(target, sizeof target, "../../blobs/%s", h.etag);
-    unlink(link);
-    if (symlink(target, link) != 0)
-        return vs_err_set(err, VS_IO, "cannot link %s: %s", link, strerror(errno));
-    return VS_OK;
+    close(lock);
+    if (st == VS_OK && again)
+        return fetch_file(f, base, file, optional, missing, commit, commit_n, err);
+    return st;
 }
 
 static enum vs_status download(struct fetch *f, const char *base, char *dir, size_t dir_size,
@@ -540,11 +645,20 @@ static enum vs_status download(struct fetch *f, const char *base, char *dir, siz
         *slash = '\0';
         if ((st = mkdirs(path, err)) != VS_OK) return st;
         *slash = '/';
+        /* A temporary file of its own: other processes downloading into
+         * this cache write the same ref at the same time. */
         char tmp[4500];
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *rf = fopen(tmp, "w");
-        if (!rf || fputs(commit, rf) < 0 || fclose(rf) != 0 || rename(tmp, path) != 0)
-            return vs_err_set(err, VS_IO, "cannot write %s: %s", path, strerror(errno));
+        snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
+        int fd = mkstemp(tmp);
+        FILE *rf = fd >= 0 && fchmod(fd, 0644) == 0 ? fdopen(fd, "w") : NULL;
+        bool ok = rf && fputs(commit, rf) >= 0;
+        if (rf) ok = fclose(rf) == 0 && ok;
+        else if (fd >= 0) close(fd);
+        if (!ok || rename(tmp, path) != 0) {
+            int e = errno;
+            if (fd >= 0) unlink(tmp);
+            return vs_err_set(err, VS_IO, "cannot write %s: %s", path, strerror(e));
+        }
     }
     if ((size_t)snprintf(dir, dir_size, "%s", snap) >= dir_size)
         return vs_err_set(err, VS_BAD_INPUT, "%s: path too long", snap);
@@ -565,6 +679,11 @@ enum vs_status vs_hub_download(const char *root, const char *repo, const char *r
         curl_ready = true;
     }
     struct fetch f = {0};
+    char locks_root[4200];
+    snprintf(locks_root, sizeof locks_root, "%s/.locks", root);
+    if (!vs_hub_repo_dir(locks_root, repo, f.locks, sizeof f.locks))
+        return vs_err_set(err, VS_BAD_INPUT, "%.200s...: the hub cache path is too long for %s",
+                          root, repo);
     snprintf(f.endpoint, sizeof f.endpoint, "%s", vs_hub_endpoint());
     size_t el = strlen(f.endpoint);
     while (el > 0 && f.endpoint[el - 1] == '/') f.endpoint[--el] = '\0';

@@ -17,14 +17,26 @@ Injected failures, chosen per repository:
   'badsum':  X-Linked-Etag is a wrong SHA-256
   'commit':  X-Repo-Commit is this string instead of a real commit
   'extra':   the CDN sends this many bytes more than X-Linked-Size says
+  'slow':    every GET body takes about this many seconds (sent in 20 pieces),
+             so that concurrent downloaders overlap
+  'slow_cdn': the same for the CDN's bodies only (the LFS files)
+  'nosize':  the HEAD answers carry neither X-Linked-Size nor Content-Length
+  'moves_to': a second folder: `main` moves to its commit once config.json
+             has been sent (the first commit stays reachable by its hash)
+  'branches': more revision names for the commit (such as "refs/pr/1": as on
+             the hub, a revision is one path segment, its '/' sent as %2F)
 Unknown repo -> 404 RepoNotFound; unknown revision -> 404 RevisionNotFound;
-unknown file -> 404 EntryNotFound.  `requests` records every path asked.
+unknown file -> 404 EntryNotFound.  `requests` records every path asked,
+`sent` the body bytes sent per path.
 """
 import hashlib
 import os
 import sys
 import threading
+import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 
 class _Server(ThreadingHTTPServer):
@@ -38,19 +50,34 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+def _read_folder(folder):
+    files = {}
+    for name in os.listdir(folder):
+        p = os.path.join(folder, name)
+        if os.path.isfile(p) and not name.startswith("."):
+            files[name] = open(p, "rb").read()
+    return files
+
+
 class Repo:
     def __init__(self, folder, private_token=None, cut=False, badsum=False, commit=None,
-                 extra=0):
-        self.files = {}
-        for name in os.listdir(folder):
-            p = os.path.join(folder, name)
-            if os.path.isfile(p) and not name.startswith("."):
-                self.files[name] = open(p, "rb").read()
+                 extra=0, slow=0.0, slow_cdn=0.0, nosize=False, moves_to=None, branches=()):
+        self.files = _read_folder(folder)
         self.commit = commit or hashlib.sha1(folder.encode()).hexdigest()
+        self.commits = {self.commit: self.files}   # commit -> files
+        self.main = self.commit                    # what `main` points to now
+        self.branches = set(branches)
+        self.moves_to = None
+        if moves_to:
+            self.moves_to = hashlib.sha1(moves_to.encode()).hexdigest()
+            self.commits[self.moves_to] = _read_folder(moves_to)
         self.private_token = private_token
         self.cut = cut
         self.badsum = badsum
         self.extra = extra
+        self.slow = slow
+        self.slow_cdn = slow_cdn
+        self.nosize = nosize
 
 
 class FakeHub:
@@ -61,6 +88,8 @@ class FakeHub:
         self.renames = {}
         self.away = {}
         self.cut_done = set()
+        self.sent = Counter()
+        self._sent_lock = threading.Lock()
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,14 +98,26 @@ class FakeHub:
             def log_message(self, *a):
                 pass
 
-            def send(self, code, headers=None, body=b""):
+            def send(self, code, headers=None, body=b"", slow=0.0, sized=True):
                 self.send_response(code)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                if sized:
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if self.command != "HEAD":
-                    self.wfile.write(body)
+                    self.write_body(body, slow)
+
+            def write_body(self, body, slow):
+                """Writes body (in 20 pieces over `slow` seconds when slow)."""
+                step = max(1, -(-len(body) // 20)) if slow else max(1, len(body))
+                for i in range(0, len(body), step):
+                    if slow:
+                        time.sleep(slow / 20)
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                    with hub._sent_lock:
+                        hub.sent[self.path] += len(body[i:i + step])
 
             def do_HEAD(self):
                 self.handle_any()
@@ -91,7 +132,7 @@ class FakeHub:
                     return self.cdn(parts[2])
                 if len(parts) < 6 or parts[3] != "resolve":
                     return self.send(404, {"X-Error-Code": "RepoNotFound"})
-                repo_id, rev, fname = parts[1] + "/" + parts[2], parts[4], "/".join(parts[5:])
+                repo_id, rev, fname = parts[1] + "/" + parts[2], unquote(parts[4]), "/".join(parts[5:])
                 if repo_id in hub.away:
                     loc = hub.away[repo_id]
                     return self.send(307, {"Location": loc}, b"Moved")
@@ -103,21 +144,28 @@ class FakeHub:
                     return self.send(404, {"X-Error-Code": "RepoNotFound"}, b'{"error":"Repository not found"}')
                 if repo.private_token and self.headers.get("Authorization") != "Bearer " + repo.private_token:
                     return self.send(401, {"X-Error-Code": "GatedRepo"}, b'{"error":"Access to this model is restricted"}')
-                if rev not in ("main", repo.commit):
+                commit = repo.main if rev == "main" else repo.commit if rev in repo.branches else rev
+                if commit not in repo.commits:
                     return self.send(404, {"X-Error-Code": "RevisionNotFound"})
-                data = repo.files.get(fname)
+                data = repo.commits[commit].get(fname)
                 if data is None:
                     return self.send(404, {"X-Error-Code": "EntryNotFound"})
-                h = {"X-Repo-Commit": repo.commit}
+                h = {"X-Repo-Commit": commit}
+                # 'nosize': no size in the HEAD's answer (the GET's has one)
+                sized = not (repo.nosize and self.command == "HEAD")
                 if fname.endswith(".safetensors"):
                     sha = hashlib.sha256(data).hexdigest()
                     hub.blobs[sha] = (repo, fname, data)
                     etag = ("0" * 64) if repo.badsum else sha
-                    h.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data)),
-                              "Location": f"{hub.url}/cdn/{sha}", "ETag": '"lfs-pointer"'})
-                    return self.send(302, h)
+                    h.update({"X-Linked-Etag": f'"{etag}"', "Location": f"{hub.url}/cdn/{sha}",
+                              "ETag": '"lfs-pointer"'})
+                    if sized:
+                        h["X-Linked-Size"] = str(len(data))
+                    return self.send(302, h, sized=sized)
                 h["ETag"] = '"' + hashlib.sha1(data).hexdigest() + '"'
-                return self.send(200, h, data)
+                self.send(200, h, data, slow=repo.slow, sized=sized)
+                if fname == "config.json" and self.command == "GET" and repo.moves_to:
+                    repo.main = repo.moves_to       # `main` moves after the first file
 
             def cdn(self, sha):
                 blob = hub.blobs.get(sha)
@@ -145,12 +193,11 @@ class FakeHub:
                     return
                 if repo.cut and sha not in hub.cut_done:
                     hub.cut_done.add(sha)
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
+                    self.write_body(body[: len(body) // 2], 0)
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                self.wfile.write(body)
+                self.write_body(body, repo.slow_cdn or repo.slow)
 
         self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

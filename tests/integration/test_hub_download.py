@@ -3,14 +3,22 @@
 tokens, 401/404, a non-ViT model refused before its weights are fetched,
 a connection cut mid-file (resumed), a wrong checksum (nothing left that
 looks complete), a renamed repository (307 with a relative Location,
-followed as huggingface_hub does) and a redirect loop, no network."""
+followed as huggingface_hub does) and a redirect loop, `main` moving during
+a download (the files after the first are fetched by commit), a HEAD with no
+size, revisions with a '.' component or a '/' (refs/pr/1), several processes downloading into one
+cache at once (a lock per blob, shared with huggingface_hub's), a lock left by
+a killed process, no network."""
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import time
 
 from fake_hub import FakeHub
-from vstest import FIXTURE, TMP, check, done, gen_model, json_lines, vitserve
+from vstest import FIXTURE, TMP, VITSERVE, check, done, gen_model, json_lines, vitserve
 
 MODEL = os.path.join(FIXTURE, "model")
 IMG = os.path.join(FIXTURE, "images", "a01_chelsea_baseline420.jpg")
@@ -39,12 +47,19 @@ hub.redirect_away("away/long", "/" + "x" * 3000)
 hub.rename("loop/b", "loop/a")
 # Renamed to a name whose Location for preprocessor_config.json is exactly
 # 2047 bytes, the longest one kept whole: followed, as the docs say.
-LONG_NEW = "long-org/" + "v" * (2047 - len("/resolve/main/preprocessor_config.json") - 1 - 9)
+# (preprocessor_config.json is asked for at the commit config.json named.)
+LONG_NEW = "long-org/" + "v" * (2047 - len("/resolve/" + "0" * 40 + "/preprocessor_config.json") - 1 - 9)
 hub.add(LONG_NEW, MODEL)
 hub.rename("old-org/long-vit", LONG_NEW)
 flaky = hub.add("test/flaky-vit", MODEL, badsum=True)
 SHARDED = gen_model("hub-sharded", "--preset", "tiny", "--shards", "2")
 flaky_sharded = hub.add("test/flaky-sharded", SHARDED, badsum=True)
+OTHER = gen_model("hub-seed2", "--preset", "tiny", "--seed", "2")
+moving = hub.add("test/moving-vit", MODEL, moves_to=OTHER)
+hub.add("test/nosize-vit", MODEL, nosize=True)
+hub.add("test/slow-vit", MODEL, slow=1.0)
+slower = hub.add("test/slower-vit", MODEL, slow_cdn=8.0)
+pr = hub.add("test/pr-vit", MODEL, branches=("refs/pr/1",))
 
 
 def fresh_home(name):
@@ -54,10 +69,33 @@ def fresh_home(name):
     return home
 
 
-def classify(model, home, extra_env=None):
+def hub_env(home, extra_env=None):
     env = {"HF_HOME": home, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": "", "HF_TOKEN": ""}
     env.update(extra_env or {})
-    return vitserve("classify", "--model", model, "--json", "--device", "cpu", IMG, env=env)
+    return env
+
+
+def classify(model, home, extra_env=None):
+    return vitserve("classify", "--model", model, "--json", "--device", "cpu", IMG,
+                    env=hub_env(home, extra_env))
+
+
+children = []
+
+
+def start(args, home, stderr):
+    """Starts `vitserve args` in the background against the fake hub."""
+    p = subprocess.Popen([VITSERVE, *args], stdout=subprocess.PIPE, stderr=stderr,
+                         env=dict(os.environ, **hub_env(home)))
+    children.append(p)
+    return p
+
+
+def wait_for(cond, seconds):
+    deadline = time.time() + seconds
+    while not cond() and time.time() < deadline:
+        time.sleep(0.05)
+    return cond()
 
 
 try:
@@ -235,10 +273,141 @@ try:
     check(code == 0 and json_lines(out)[0]["predictions"] == want,
           f"a 2047-byte relative Location is followed: {code} {err}")
 
+    # 7j. A revision with a '.' component is refused before a path or URL is
+    #     built ("main/." turned refs/main into a folder; curl drops "./"
+    #     from URLs, so "." asked the hub for another path).
+    for rev in (".", "main/.", "./main", "v1/./x"):
+        home = fresh_home("dot")
+        hub.requests.clear()
+        code, _, err = classify(f"test/tiny-vit@{rev}", home)
+        check(code == 1 and "not a folder, nor a valid hub id" in err,
+              f"revision '{rev}' refused: {code} {err}")
+        check(not hub.requests, f"revision '{rev}': no request made: {hub.requests}")
+        check(not os.path.exists(os.path.join(home, "hub")), f"revision '{rev}': nothing written")
+
+    # 7k. `main` moves to another commit after the first file: the others are
+    #     fetched by the commit the first one named (as huggingface_hub does),
+    #     so the snapshot folder holds one commit's files, not two.
+    home = fresh_home("moving")
+    hub.requests.clear()
+    code, out, err = classify("test/moving-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"download while main moves: {code} {err}")
+    base = os.path.join(home, "hub", "models--test--moving-vit")
+    check(os.listdir(os.path.join(base, "snapshots")) == [moving.commit],
+          f"one snapshot, the first commit's: {os.listdir(os.path.join(base, 'snapshots'))}")
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors"):
+        got = open(os.path.join(base, "snapshots", moving.commit, name), "rb").read()
+        check(got == open(os.path.join(MODEL, name), "rb").read(),
+              f"{name} is the first commit's, not the one main moved to")
+    check(("HEAD", f"/test/moving-vit/resolve/{moving.commit}/model.safetensors") in hub.requests,
+          f"the weights were asked for by commit: {hub.requests}")
+    check(open(os.path.join(base, "refs", "main")).read() == moving.commit,
+          "refs/main names the commit the files came from")
+
+    # 7l. A HEAD that gives no size (no X-Linked-Size, no Content-Length):
+    #     refused with a message, before a byte is fetched (a transfer of
+    #     unknown size has no bound: it could fill the disk).
+    home = fresh_home("nosize")
+    hub.requests.clear()
+    code, _, err = classify("test/nosize-vit", home)
+    check(code == 1 and "config.json" in err and "no size" in err,
+          f"a file of unknown size refused: {code} {err}")
+    check(not any(m == "GET" for m, _ in hub.requests), f"nothing fetched: {hub.requests}")
+
+    # 7m. Several processes download one model into one cache at once (the
+    #     k8s init containers on one ReadWriteMany volume): each blob is
+    #     fetched once, under a lock, the others wait and find it complete.
+    home = fresh_home("concurrent")
+    hub.requests.clear()
+    hub.sent.clear()
+    errs = [open(os.path.join(TMP, f"hub-concurrent-{i}.err"), "w+") for i in range(3)]
+    procs = [start(["info", "--model", "test/slow-vit"], home, e) for e in errs]
+    for i, p in enumerate(procs):
+        p.communicate(timeout=120)
+        errs[i].seek(0)
+        check(p.returncode == 0, f"concurrent download {i}: {p.returncode} {errs[i].read()}")
+    base = os.path.join(home, "hub", "models--test--slow-vit")
+    weights = open(os.path.join(MODEL, "model.safetensors"), "rb").read()
+    sha = hashlib.sha256(weights).hexdigest()
+    blob = os.path.join(base, "blobs", sha)
+    check(hashlib.sha256(open(blob, "rb").read()).hexdigest() == sha, "the weight blob is intact")
+    check(hub.sent[f"/cdn/{sha}"] == len(weights),
+          f"the weights were sent once: {hub.sent[f'/cdn/{sha}']} bytes for {len(weights)}")
+    for name in ("config.json", "preprocessor_config.json"):
+        gets = [p for m, p in hub.requests if m == "GET" and p.endswith("/" + name)]
+        check(len(gets) == 1, f"{name} fetched once: {gets}")
+    check(not [f for f in os.listdir(os.path.join(base, "blobs")) if f.endswith(".incomplete")],
+          "no partial files left")
+
+    # 7n. Another process (vitserve or huggingface_hub: the same lock file,
+    #     .locks/models--org--name/<etag>.lock) is downloading a blob: this
+    #     one waits, then uses the blob the other finished, fetching nothing.
+    home = fresh_home("locked")
+    hub.requests.clear()
+    blobs = os.path.join(home, "hub", "models--test--tiny-vit", "blobs")
+    locks = os.path.join(home, "hub", ".locks", "models--test--tiny-vit")
+    os.makedirs(blobs)
+    os.makedirs(locks)
+    holder = open(os.path.join(locks, sha + ".lock"), "w")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    errf = open(os.path.join(TMP, "hub-locked.err"), "w+")
+    p = start(["classify", "--model", "test/tiny-vit", "--json", "--device", "cpu", IMG], home, errf)
+    waiting = wait_for(lambda: "waiting" in open(errf.name).read() or p.poll() is not None, 20)
+    check(waiting and p.poll() is None, f"waits for the lock: {p.poll()} {open(errf.name).read()}")
+    check(not any(q.startswith("/cdn/") for _, q in hub.requests),
+          f"nothing fetched while the lock is held: {hub.requests}")
+    open(os.path.join(blobs, sha), "wb").write(weights)   # the other process finishes
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    holder.close()
+    out, _ = p.communicate(timeout=60)
+    check(p.returncode == 0 and json_lines(out.decode())[0]["predictions"] == want,
+          f"then uses the blob: {p.returncode} {open(errf.name).read()}")
+    check(not any(q.startswith("/cdn/") for _, q in hub.requests),
+          f"the weights were not fetched again: {hub.requests}")
+
+    # 7o. A process killed mid-download leaves its lock file and a partial
+    #     blob: the next run is not blocked (the kernel released the lock)
+    #     and completes the blob.
+    home = fresh_home("killed")
+    blobs = os.path.join(home, "hub", "models--test--slower-vit", "blobs")
+    part = os.path.join(blobs, sha + ".incomplete")
+    lockfile = os.path.join(home, "hub", ".locks", "models--test--slower-vit", sha + ".lock")
+    p = start(["info", "--model", "test/slower-vit"], home, subprocess.DEVNULL)
+    started = wait_for(lambda: os.path.exists(part) and os.path.getsize(part) > 0, 60)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    check(started and os.path.exists(lockfile), "killed while writing the weights, its lock file left")
+    slower.slow_cdn = 0
+    code, out, err = classify("test/slower-vit", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"the next run completes the download: {code} {err}")
+    check(hashlib.sha256(open(os.path.join(blobs, sha), "rb").read()).hexdigest() == sha,
+          "the completed blob is intact")
+
+    # 7p. A revision holding '/' (a pull request: refs/pr/1) is one segment of
+    #     the URL, its '/' sent as %2F as huggingface_hub sends it: the hub
+    #     reads .../resolve/refs/pr/1/config.json as revision 'refs'.
+    home = fresh_home("pr")
+    hub.requests.clear()
+    code, out, err = classify("test/pr-vit@refs/pr/1", home)
+    check(code == 0 and json_lines(out)[0]["predictions"] == want,
+          f"download of revision refs/pr/1: {code} {err}")
+    check(("HEAD", "/test/pr-vit/resolve/refs%2Fpr%2F1/config.json") in hub.requests,
+          f"the revision is one URL segment: {hub.requests[:2]}")
+    ref = os.path.join(home, "hub", "models--test--pr-vit", "refs", "refs", "pr", "1")
+    check(open(ref).read() == pr.commit, "recorded in refs/refs/pr/1, as huggingface_hub does")
+    code, _, err = classify("test/pr-vit@refs/pr/1", home, {"HF_HUB_OFFLINE": "1"})
+    check(code == 0, f"then found offline: {code} {err}")
+
     # 8. No network: names the endpoint, suggests a folder or offline mode.
     home = fresh_home("nonet")
     code, _, err = classify("test/tiny-vit", home, {"HF_ENDPOINT": "http://127.0.0.1:1"})
     check(code == 1 and "127.0.0.1:1" in err and "--model DIR" in err, f"no network: {err}")
 finally:
+    for child in children:        # none is left running, whatever failed
+        if child.poll() is None:
+            child.kill()
+            child.wait()
     hub.stop()
 done()

@@ -169,9 +169,10 @@ static void test_hub_resolution(void **state)
     /* Unsafe or malformed ids are refused before any path is built. */
     static const char *const bad[] = {"../etc", "org/../x", "a b/c", "org/name/extra",
                                       "org//name", "-org/name", "org/na..me", "org/name@../x",
-                                      "org/name@", "/abs/missing/path"};
+                                      "org/name@", "/abs/missing/path", "org/name@.",
+                                      "org/name@main/.", "org/name@./main", "org/name@v1/./x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        expect_not_found(bad[i], "model '", "not a folder");
+        expect_not_found(bad[i], "model '", "nor a valid hub id");
 
     /* $HF_HOME/hub when HF_HUB_CACHE is unset. */
     unsetenv("HF_HUB_CACHE");
