@@ -21,6 +21,7 @@
  */
 #include "model_internal.h"
 #include "hub_download.h"
+#include "safetensors.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -154,6 +155,9 @@ static const char *snapshot_lacks(const char *snap)
         return "no model.safetensors nor model.safetensors.index.json";
     char p[8192];
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", snap);
+    struct stat sb;
+    if (stat(p, &sb) == 0 && (long long)sb.st_size > VS_ST_MAX_INDEX_BYTES)
+        return NULL;   /* complete as far as we look; the loader refuses it, naming the size */
     json_t *idx = json_load_file(p, 0, NULL);
     const char *why = NULL, *key;
     json_t *v;

@@ -30,6 +30,7 @@
  */
 #include "hub_download.h"
 #include "model_internal.h"
+#include "safetensors.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -605,6 +606,10 @@ static enum vs_status download(struct fetch *f, const char *base, char *dir, siz
                               "%s@%s has no model.safetensors nor model.safetensors.index.json "
                               "(vitserve reads safetensors weights only)", f->repo, f->rev);
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", snap);
+        struct stat sb;
+        if (stat(path, &sb) == 0 && (long long)sb.st_size > VS_ST_MAX_INDEX_BYTES)
+            return vs_err_set(err, VS_TOO_LARGE, "%s: %lld bytes, more than an index can need "
+                              "(limit %lld)", path, (long long)sb.st_size, VS_ST_MAX_INDEX_BYTES);
         json_error_t je;
         json_t *idx = json_load_file(path, 0, &je);
         json_t *wm = idx ? json_object_get(idx, "weight_map") : NULL;

@@ -393,6 +393,10 @@ static enum vs_status open_index(struct vs_st *st, const char *dir, const char *
 {
     st->index_path = strdup(ipath);
     if (!st->index_path) return vs_err_set(err, VS_NOMEM, "out of memory");
+    struct stat sb;
+    if (stat(ipath, &sb) == 0 && (long long)sb.st_size > VS_ST_MAX_INDEX_BYTES)
+        return vs_err_set(err, VS_TOO_LARGE, "%s: %lld bytes, more than an index can need "
+                          "(limit %lld)", ipath, (long long)sb.st_size, VS_ST_MAX_INDEX_BYTES);
     json_error_t je;
     json_t *idx = json_load_file(ipath, 0, &je);
     if (!idx)

@@ -24,6 +24,10 @@
 /* Largest header accepted (the format's reference reader uses 100 MB). */
 #define VS_ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 #define VS_ST_MAX_DIMS 8
+/* Largest model.safetensors.index.json read (as config.json: a real index
+ * is a few hundred KiB even for the largest checkpoints; jansson would
+ * spend ~10x the file's size in memory, and seconds, on a huge one). */
+#define VS_ST_MAX_INDEX_BYTES ((long long)16 << 20)
 
 enum vs_st_dtype {
     VS_ST_F64, VS_ST_F32, VS_ST_F16, VS_ST_BF16,

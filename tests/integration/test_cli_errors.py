@@ -124,6 +124,17 @@ check(code == 0 and json.loads(out)["preprocessor"]["defaults"] is True, f"info 
 code, out, _ = vitserve("info", "--model", MODEL, "--json")
 check(code == 0 and json.loads(out)["preprocessor"]["defaults"] is False, "info --json: from the file")
 
+# An index far larger than any checkpoint needs is refused before jansson
+# reads it (it spends ~10x the file's size in memory).
+d = broken_copy("huge-index")
+os.remove(os.path.join(d, "model.safetensors"))
+with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+    f.write('{"metadata": {}, "weight_map": {}}' + " " * (17 << 20))
+code, _, err = vitserve("info", "--model", d)
+check(code == 1 and "model.safetensors.index.json" in err and "limit" in err,
+      f"17 MiB index refused: {code} {err}")
+shutil.rmtree(d)
+
 d = broken_copy("config")
 cfg = json.load(open(os.path.join(d, "config.json")))
 del cfg["architectures"]
