@@ -317,7 +317,7 @@ enum MHD_Result vs_serve_v2_infer(struct req *r, struct MHD_Connection *c, const
     /* Count first: the shape alone must not make us allocate (a 100-byte
      * request declaring [32,3,H,W] would cost 8 bytes per element). */
     nleaves = json_is_array(data) ? flatten(data, NULL, want, 0, 0) : -2;
-    if (nleaves == want) {
+    if (nleaves == want && want >= 0) {   /* (flatten's failure codes are negative) */
         leaves = malloc((size_t)want * sizeof *leaves);
         if (!leaves) { st = vs_err_set(&err, VS_NOMEM, "out of memory"); goto fail; }
         flatten(data, leaves, want, 0, 0);
