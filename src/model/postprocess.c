@@ -94,7 +94,10 @@ int vs_topk(const float *scores, int n, int k, int *idx)
     }
     /* Small k (or no memory): keep idx[0..m) sorted, insert each i. */
     int m = 0;
+    float last = 0.0f;   /* scores[idx[k - 1]] once m == k: a plain '<' rejects most */
+    bool last_nan = false;
     for (int i = 0; i < n; i++) {
+        if (m == k && !last_nan && scores[i] < last) continue;
         if (m == k && !before(scores[i], i, scores[idx[k - 1]], idx[k - 1])) continue;
         int pos = m < k ? m : k - 1;
         while (pos > 0 && before(scores[i], i, scores[idx[pos - 1]], idx[pos - 1])) {
@@ -103,6 +106,10 @@ int vs_topk(const float *scores, int n, int k, int *idx)
         }
         idx[pos] = i;
         if (m < k) m++;
+        if (m == k) {
+            last = scores[idx[k - 1]];
+            last_nan = isnan(last);
+        }
     }
     return m;
 }

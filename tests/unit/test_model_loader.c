@@ -647,6 +647,22 @@ static void test_scores_topk(void **state)
     int small[5];
     assert_int_equal(vs_topk(v, N, 5, small), 5);
     assert_memory_equal(small, all, sizeof small);       /* both paths agree */
+    /* The small-k path (with its quick '<' rejection) against the full
+     * sort on random scores with ties and NaNs, every k up to 64. */
+    uint32_t r = 12345;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < N; i++) {
+            r = r * 1664525u + 1013904223u;
+            v[i] = (float)((r >> 8) % 50) - 25.0f;       /* ties */
+            if (round % 4 == 3 && r % 97 == 0) v[i] = NAN;
+        }
+        assert_int_equal(vs_topk(v, N, N, all), N);
+        for (int k = 1; k <= 64; k++) {
+            int top[64];
+            assert_int_equal(vs_topk(v, N, k, top), k);
+            assert_memory_equal(top, all, (size_t)k * sizeof *top);
+        }
+    }
 }
 
 int main(void)
