@@ -6,7 +6,7 @@ ratios, and the logits difference between the engines.
 
 Usage: bench/compare.py [--build build/release] [--batches 1,8,32]
                         [--rounds 3] [--iters 5] [--threads 2] [--no-ort]
-                        [--serve [--serve-seconds 40]]
+                        [--serve [--serve-seconds 120]]
 
 --serve adds the server load test next to the table: `vitserve serve` on the
 same weights, `vs-loadgen` with 32 clients sending distinct 1920x1080 JPEGs
@@ -61,8 +61,10 @@ def main():
                          "per image), torchdnn, torch8, ort")
     ap.add_argument("--serve", action="store_true",
                     help="also the HTTP load test (vs-loadgen against vitserve serve on the same weights)")
-    ap.add_argument("--serve-seconds", type=float, default=40,
-                    help="length of the cache-miss load run (the hit runs take 10 s each)")
+    ap.add_argument("--serve-seconds", type=float, default=120,
+                    help="length of the cache-miss load run (the hit runs take 10 s each); with 32 "
+                         "clients a CPU forms batches of 32 that take ~9 s each, and only whole "
+                         "batches count, so a window of N batches is exact to about 1/N")
     a = ap.parse_args()
 
     vitserve = os.path.join(a.build, "src", "vitserve")

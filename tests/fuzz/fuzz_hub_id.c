@@ -7,7 +7,8 @@
  * The input (up to 1023 bytes, cut at the first NUL) is the argument.
  * Oracle for an accepted id: only [A-Za-z0-9_.-/@] bytes, one '@' at
  * most, at most one '/' before it (none leading, none trailing), no ".."
- * and no "//" anywhere, repo part 1..255 bytes.  Called from one thread.
+ * and no "//" anywhere, repo part 1..255 bytes, no "." part in the
+ * revision.  Called from one thread.
  */
 #include <stdbool.h>
 
@@ -38,5 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (i < rl && c == '/') slashes++;
     }
     VSF_CHECK(slashes <= 1, "'%s': %d '/' in the repo part", s, slashes);
+    if (at) {   /* no "." part in the revision ("@.", "@main/.", "@./main") */
+        for (const char *p = at + 1; *p;) {
+            const char *e = strchr(p, '/');
+            const size_t len = e ? (size_t)(e - p) : strlen(p);
+            VSF_CHECK(!(len == 1 && p[0] == '.'), "'%s': a '.' part in the revision", s);
+            p += len + (e != NULL);
+        }
+    }
     return 0;
 }
