@@ -29,6 +29,7 @@
 #include <openssl/evp.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define VS_HAVE_SHA_NI 1
 #endif
@@ -207,11 +208,14 @@ VS_SHA_NI static void digest_sha_ni(const uint8_t *data, size_t len, uint8_t out
     lane_finish(&o, buf, sizeof buf, sizeof buf, out);
 }
 
+/* CPUID, not __builtin_cpu_supports: clang 14 does not know "sha" there.
+ * SHA: leaf 7 EBX bit 29; SSSE3 and SSE4.1: leaf 1 ECX bits 9 and 19. */
 bool vs_digest_accelerated(void)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") &&
-           __builtin_cpu_supports("ssse3");
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 9)) || !(c & (1u << 19))) return false;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (b & (1u << 29)) != 0;
 }
 
 void vs_digest(const void *data, size_t len, uint8_t out[32])
