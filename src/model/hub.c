@@ -155,8 +155,7 @@ static const char *snapshot_lacks(const char *snap)
         return "no model.safetensors nor model.safetensors.index.json";
     char p[8192];
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", snap);
-    struct stat sb;
-    if (stat(p, &sb) == 0 && (long long)sb.st_size > VS_ST_MAX_INDEX_BYTES)
+    if (vs_st_check_index_size(p, NULL) != VS_OK)
         return NULL;   /* complete as far as we look; the loader refuses it, naming the size */
     json_t *idx = json_load_file(p, 0, NULL);
     const char *why = NULL, *key;

@@ -606,10 +606,7 @@ static enum vs_status download(struct fetch *f, const char *base, char *dir, siz
                               "%s@%s has no model.safetensors nor model.safetensors.index.json "
                               "(vitserve reads safetensors weights only)", f->repo, f->rev);
         snprintf(path, sizeof path, "%s/model.safetensors.index.json", snap);
-        struct stat sb;
-        if (stat(path, &sb) == 0 && (long long)sb.st_size > VS_ST_MAX_INDEX_BYTES)
-            return vs_err_set(err, VS_TOO_LARGE, "%s: %lld bytes, more than an index can need "
-                              "(limit %lld)", path, (long long)sb.st_size, VS_ST_MAX_INDEX_BYTES);
+        if ((st = vs_st_check_index_size(path, err)) != VS_OK) return st;
         json_error_t je;
         json_t *idx = json_load_file(path, 0, &je);
         json_t *wm = idx ? json_object_get(idx, "weight_map") : NULL;

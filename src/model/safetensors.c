@@ -388,15 +388,22 @@ static bool plain_name(const char *s)
     return true;
 }
 
+enum vs_status vs_st_check_index_size(const char *path, struct vs_err *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (long long)sb.st_size > VS_ST_MAX_INDEX_BYTES)
+        return vs_err_set(err, VS_TOO_LARGE, "%s: %lld bytes, more than an index can need "
+                          "(limit %lld)", path, (long long)sb.st_size, VS_ST_MAX_INDEX_BYTES);
+    return VS_OK;
+}
+
 static enum vs_status open_index(struct vs_st *st, const char *dir, const char *ipath,
                                  struct vs_err *err)
 {
     st->index_path = strdup(ipath);
     if (!st->index_path) return vs_err_set(err, VS_NOMEM, "out of memory");
-    struct stat sb;
-    if (stat(ipath, &sb) == 0 && (long long)sb.st_size > VS_ST_MAX_INDEX_BYTES)
-        return vs_err_set(err, VS_TOO_LARGE, "%s: %lld bytes, more than an index can need "
-                          "(limit %lld)", ipath, (long long)sb.st_size, VS_ST_MAX_INDEX_BYTES);
+    enum vs_status size_st = vs_st_check_index_size(ipath, err);
+    if (size_st != VS_OK) return size_st;
     json_error_t je;
     json_t *idx = json_load_file(ipath, 0, &je);
     if (!idx)

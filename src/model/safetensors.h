@@ -29,6 +29,12 @@
  * spend ~10x the file's size in memory, and seconds, on a huge one). */
 #define VS_ST_MAX_INDEX_BYTES ((long long)16 << 20)
 
+/* VS_TOO_LARGE, naming path and its size, when the index file at path is
+ * over VS_ST_MAX_INDEX_BYTES; VS_OK otherwise (also when it cannot be
+ * stat'ed: reading it then reports that).  Every reader of an index calls
+ * this before parsing it. */
+enum vs_status vs_st_check_index_size(const char *path, struct vs_err *err);
+
 enum vs_st_dtype {
     VS_ST_F64, VS_ST_F32, VS_ST_F16, VS_ST_BF16,
     VS_ST_I64, VS_ST_I32, VS_ST_I16, VS_ST_I8,
