@@ -887,6 +887,15 @@ static enum MHD_Result last_xff(void *cls, enum MHD_ValueKind kind, const char *
  * "[2001:db8::1]:443"; Azure's Application Gateway does).  Writes it to ip
  * (INET6_ADDRSTRLEN + 1 bytes) and returns true, or false for anything
  * else. */
+/* p[0..end) is a port: one or more decimal digits. */
+static bool is_port(const char *p, const char *end)
+{
+    if (p >= end) return false;
+    for (; p < end; p++)
+        if (*p < '0' || *p > '9') return false;
+    return true;
+}
+
 static bool xff_address(const char *b, size_t n, char ip[INET6_ADDRSTRLEN + 1])
 {
     unsigned char bin[16];
@@ -896,16 +905,12 @@ static bool xff_address(const char *b, size_t n, char ip[INET6_ADDRSTRLEN + 1])
         const char *close = memchr(b, ']', n);
         if (!close) return false;
         const char *rest = close + 1, *end = b + n;
-        if (rest < end && (*rest != ':' || rest + 1 == end)) return false;
-        for (const char *d = rest + 1; d < end; d++)
-            if (*d < '0' || *d > '9') return false;
+        if (rest < end && (*rest != ':' || !is_port(rest + 1, end))) return false;
         b++;
         an = (size_t)(close - b);
     } else if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - b))) {
         /* exactly one colon: v4:port (a bare v6 address has several) */
-        if (colon + 1 == b + n) return false;
-        for (const char *d = colon + 1; d < b + n; d++)
-            if (*d < '0' || *d > '9') return false;
+        if (!is_port(colon + 1, b + n)) return false;
         an = (size_t)(colon - b);
     }
     if (an == 0 || an > INET6_ADDRSTRLEN) return false;
