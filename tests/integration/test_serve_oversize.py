@@ -49,11 +49,23 @@ def read_response(sock, timeout=30):
     return lines[0].decode(), hdrs, body
 
 
-def chunked_upload(port, path, total, extra_headers=b""):
-    """Sends `total` bytes as 16 KiB chunks plus the last chunk; returns the
+def exchange(port, send):
+    """Opens a connection, lets send(sock) write a request, and returns the
     response (None status if the connection was closed or reset first)."""
     sk = socket.create_connection(("127.0.0.1", port))
     try:
+        try:
+            send(sk)
+        except OSError:
+            return None, {}, b""
+        return read_response(sk)
+    finally:
+        sk.close()
+
+
+def chunked_upload(port, path, total, extra_headers=b""):
+    """Sends `total` bytes as 16 KiB chunks plus the last chunk."""
+    def send(sk):
         sk.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
                    b"Content-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n" +
                    extra_headers + b"\r\n")
@@ -63,24 +75,12 @@ def chunked_upload(port, path, total, extra_headers=b""):
             sk.sendall(b"%x\r\n" % n + b"\0" * n + b"\r\n")
             left -= n
         sk.sendall(b"0\r\n\r\n")
-    except OSError:
-        return None, {}, b""
-    try:
-        return read_response(sk)
-    finally:
-        sk.close()
+    return exchange(port, send)
 
 
 def raw_get(port, path, headers):
-    sk = socket.create_connection(("127.0.0.1", port))
-    try:
-        sk.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
-    except OSError:
-        return None, {}, b""
-    try:
-        return read_response(sk)
-    finally:
-        sk.close()
+    return exchange(port, lambda sk: sk.sendall(
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"))
 
 
 def vm_size_kib(pid):

@@ -718,6 +718,25 @@ static void test_small_configs(void **state)
     }
 }
 
+/* How a batch of 5 is launched, set through the environment before create:
+ * mode k is batch_modes[k][0]=batch_modes[k][1] (the caller unsets it after destroy). */
+static const char *const batch_modes[][2] = {
+    { "VS_CUDA_CHUNK", "32" },          /* one launch of 5 */
+    { "VS_CUDA_CHUNK", "2" },           /* 2 + 2 + 1, graphs of 2 and 1 */
+    { "VS_CUDA_FAKE_OOM_ABOVE", "1" },  /* 5 -> 2 -> 1 per launch after OOMs */
+};
+
+/* An fp32 context (max_batch 8) on m's weights in mode k. */
+static void *create_in_mode(struct tmodel *m, const struct vs_vit_config *c, size_t k)
+{
+    setenv(batch_modes[k][0], batch_modes[k][1], 1);
+    struct vs_backend_opts o = { .precision = VS_PRECISION_FP32, .max_batch = 8 };
+    struct vs_err err = {0};
+    void *ctx = NULL;
+    if (vs_backend_cuda.create(c, &m->w, &o, &ctx, &err) != VS_OK) fail_msg("%s", err.msg);
+    return ctx;
+}
+
 /* A batch equals one image at a time: whole, cut into chunks, and after a
  * simulated OOM that forces the split-and-retry path. */
 static void test_batch_equals_single(void **state)
@@ -733,32 +752,24 @@ static void test_batch_equals_single(void **state)
     float one[5 * 10], batch[5 * 10];
     for (int b = 0; b < n; b++)
         cuda_run(&m, VS_PRECISION_FP32, 1, pix + b * chw, 1, one + b * L);
-    static const char *const modes[][2] = {
-        { "VS_CUDA_CHUNK", "32" },          /* one launch of 5 */
-        { "VS_CUDA_CHUNK", "2" },           /* 2 + 2 + 1, graphs of 2 and 1 */
-        { "VS_CUDA_FAKE_OOM_ABOVE", "1" },  /* 5 -> 2 -> 1 per launch after OOMs */
-    };
-    for (size_t k = 0; k < VS_ARRAY_LEN(modes); k++) {
-        setenv(modes[k][0], modes[k][1], 1);
-        struct vs_backend_opts o = { .precision = VS_PRECISION_FP32, .max_batch = 8 };
+    for (size_t k = 0; k < VS_ARRAY_LEN(batch_modes); k++) {
         struct vs_err err = {0};
-        void *ctx = NULL;
-        if (vs_backend_cuda.create(&c, &m.w, &o, &ctx, &err) != VS_OK) fail_msg("%s", err.msg);
+        void *ctx = create_in_mode(&m, &c, k);
         for (int rep = 0; rep < 3; rep++) {   /* eager, capture, replay */
             memset(batch, 0, sizeof batch);
             if (vs_backend_cuda.forward(ctx, pix, n, batch, &err) != VS_OK)
-                fail_msg("%s=%s: %s", modes[k][0], modes[k][1], err.msg);
+                fail_msg("%s=%s: %s", batch_modes[k][0], batch_modes[k][1], err.msg);
             for (int b = 0; b < n; b++) {
                 double e = rel_err(batch + b * L, one + b * L, L);
                 if (e > 1e-5) fail_msg("%s=%s image %d: batch vs single rel err %g",
-                                       modes[k][0], modes[k][1], b, e);
+                                       batch_modes[k][0], batch_modes[k][1], b, e);
             }
         }
         /* n = 3 after n = 5: another graph size, same rows */
         if (vs_backend_cuda.forward(ctx, pix + chw, 3, batch, &err) != VS_OK) fail_msg("%s", err.msg);
         for (int b = 0; b < 3; b++) assert_true(rel_err(batch + b * L, one + (b + 1) * L, L) <= 1e-5);
         vs_backend_cuda.destroy(ctx);
-        unsetenv(modes[k][0]);
+        unsetenv(batch_modes[k][0]);
     }
     printf("[ cuda     ] batch of 5 == 5 singles (whole, chunks of 2, after simulated OOM)\n");
     free(pix);
@@ -799,34 +810,26 @@ static void test_forward_rows(void **state)
     float one[N * 10], want[N * 10], got[N * 10];
     for (int b = 0; b < N; b++)
         cuda_run(&m, VS_PRECISION_FP32, 1, pix + b * chw, 1, one + b * L);
-    static const char *const modes[][2] = {
-        { "VS_CUDA_CHUNK", "32" },
-        { "VS_CUDA_CHUNK", "2" },
-        { "VS_CUDA_FAKE_OOM_ABOVE", "1" },
-    };
     bool bitwise_single = true;
-    for (size_t k = 0; k < VS_ARRAY_LEN(modes); k++) {
-        setenv(modes[k][0], modes[k][1], 1);
-        struct vs_backend_opts o = { .precision = VS_PRECISION_FP32, .max_batch = 8 };
+    for (size_t k = 0; k < VS_ARRAY_LEN(batch_modes); k++) {
         struct vs_err err = {0};
-        void *ctx = NULL;
-        if (vs_backend_cuda.create(&c, &m.w, &o, &ctx, &err) != VS_OK) fail_msg("%s", err.msg);
+        void *ctx = create_in_mode(&m, &c, k);
         /* eager, capture, replay: then both entry points replay the same graphs */
         for (int rep = 0; rep < 3; rep++)
             if (vs_backend_cuda.forward(ctx, revpix, N, want, &err) != VS_OK)
-                fail_msg("%s=%s forward: %s", modes[k][0], modes[k][1], err.msg);
+                fail_msg("%s=%s forward: %s", batch_modes[k][0], batch_modes[k][1], err.msg);
         for (int rep = 0; rep < 2; rep++) {
             memset(got, 0xff, sizeof got);
             if (vs_backend_cuda.forward_rows(ctx, rows, N, got, &err) != VS_OK)
-                fail_msg("%s=%s forward_rows: %s", modes[k][0], modes[k][1], err.msg);
+                fail_msg("%s=%s forward_rows: %s", batch_modes[k][0], batch_modes[k][1], err.msg);
             if (memcmp(got, want, (size_t)N * L * sizeof(float)) != 0)
                 fail_msg("%s=%s: forward_rows differs from forward on the same images",
-                         modes[k][0], modes[k][1]);
+                         batch_modes[k][0], batch_modes[k][1]);
             for (int i = 0; i < N; i++) {      /* row i is image N-1-i */
                 const float *single = one + (size_t)(N - 1 - i) * L;
                 double e = rel_err(got + (size_t)i * L, single, L);
                 if (e > 1e-5) fail_msg("%s=%s row %d: vs single rel err %g",
-                                       modes[k][0], modes[k][1], i, e);
+                                       batch_modes[k][0], batch_modes[k][1], i, e);
                 if (memcmp(got + (size_t)i * L, single, (size_t)L * sizeof(float)))
                     bitwise_single = false;
             }
@@ -837,7 +840,7 @@ static void test_forward_rows(void **state)
             fail_msg("vs_backend_forward_rows: %s", err.msg);
         assert_memory_equal(got, want, (size_t)N * L * sizeof(float));
         vs_backend_cuda.destroy(ctx);
-        unsetenv(modes[k][0]);
+        unsetenv(batch_modes[k][0]);
     }
     printf("[ cuda     ] forward_rows (scattered, reversed) == forward bitwise; vs singles %s\n",
            bitwise_single ? "bitwise too" : "within 1e-5");

@@ -79,6 +79,15 @@ static struct vs_batcher *make(struct fake *f, int max_batch, int timeout_ms, in
     return b;
 }
 
+/* Waits until compute() runs (and blocks on the gate). */
+static void wait_in_compute(struct fake *f)
+{
+    while (!atomic_load(&f->in_compute)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 struct item_buf {
     float in[IN], out[OUT];
     struct vs_batch_item it;
@@ -148,10 +157,7 @@ static void test_queue_full_and_deadline(void **state)
     for (int i = 0; i < 6; i++) { prep(&x[i], (float)i, 0); items[i] = &x[i].it; }
     /* First item is taken and blocks in compute. */
     assert_int_equal(vs_batcher_submit(b, &items[0], 1, NULL), VS_OK);
-    while (!atomic_load(&f.in_compute)) {
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_in_compute(&f);
     /* Item 1 gets a deadline that will have passed when it is taken. */
     x[1].it.deadline_ns = vs_now_ns() + 1000000u;
     assert_int_equal(vs_batcher_submit(b, &items[1], 2, NULL), VS_OK);
@@ -217,10 +223,7 @@ static void test_deadline_while_queued(void **state)
     struct vs_batch_item *items[N];
     for (int i = 0; i < N; i++) { prep(&x[i], (float)i, 0); items[i] = &x[i].it; }
     assert_int_equal(vs_batcher_submit(b, &items[A], 1, NULL), VS_OK);
-    while (!atomic_load(&f.in_compute)) {   /* A is taken and blocks in compute */
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_in_compute(&f);   /* A is taken and blocks in compute */
     const uint64_t t0 = vs_now_ns(), dl = t0 + 50000000u;   /* 50 ms */
     x[B].it.deadline_ns = x[D].it.deadline_ns = x[G].it.deadline_ns = dl;
     for (int i = B; i <= G; i++) assert_int_equal(vs_batcher_submit(b, &items[i], 1, NULL), VS_OK);
@@ -304,10 +307,7 @@ static void test_rows_fifo_across_groups(void **state)
     struct vs_batch_item *items[N];
     for (int i = 0; i < N; i++) { prep(&x[i], (float)(10 + i), 0); items[i] = &x[i].it; }
     assert_int_equal(vs_batcher_submit(b, &items[0], 1, NULL), VS_OK);
-    while (!atomic_load(&f.in_compute)) {   /* item 0 taken, its pass blocked */
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_in_compute(&f);   /* item 0 taken, its pass blocked */
     assert_int_equal(vs_batcher_submit(b, &items[1], 2, NULL), VS_OK);  /* 1, 2 */
     assert_int_equal(vs_batcher_submit(b, &items[3], 1, NULL), VS_OK);  /* 3 */
     assert_int_equal(vs_batcher_submit(b, &items[4], 3, NULL), VS_OK);  /* 4, 5, 6 */
@@ -417,10 +417,7 @@ static void test_destroy_with_waiters(void **state)
             nanosleep(&ts, NULL);
         }
     }
-    while (!atomic_load(&f.in_compute)) {   /* the first item's pass is blocked */
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    wait_in_compute(&f);   /* the first item's pass is blocked */
     /* destroy begins while every waiter waits; then the passes run */
     assert_int_equal(pthread_create(&killer, NULL, destroy_main, b), 0);
     struct timespec ts = {0, 20000000};
