@@ -243,7 +243,8 @@ enum MHD_Result vs_serve_v2_infer(struct req *r, struct MHD_Connection *c, const
     /* At most MAX_ITEMS images of pixel values plus the request's few
      * other fields: a body with more values is refused before jansson
      * allocates for each (~40-100 bytes a value). */
-    const size_t nvalues = vs_serve_json_values(r->body.data ? r->body.data : "", r->body.len);
+    const char *body = r->body.data ? r->body.data : "";
+    const size_t nvalues = vs_serve_json_values(body, r->body.len);
     const size_t max_values = (size_t)MAX_ITEMS * s->in_floats + 1024;
     if (nvalues > max_values) {
         st = vs_err_set(&err, VS_TOO_LARGE, "JSON body holds %zu values, more than %d images of "
@@ -251,7 +252,7 @@ enum MHD_Result vs_serve_v2_infer(struct req *r, struct MHD_Connection *c, const
                         nvalues, MAX_ITEMS, s->in_floats, max_values);
         goto fail;
     }
-    doc = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &je);
+    doc = json_loadb(body, r->body.len, JSON_REJECT_DUPLICATES, &je);
     if (!doc) {
         st = vs_err_set(&err, VS_BAD_INPUT, "request body is not valid JSON: line %d: %s",
                         je.line, je.text);
