@@ -1,10 +1,11 @@
-/* rcache.h: the result cache — key (32 bytes: SHA-256 of the image bytes
- * and the model) -> the model's raw logits for that image.  LRU order with
- * a time-to-live, thread-safe, and single-flight: while one request
- * computes a key, identical requests wait for its answer instead of
- * computing it again.
+/* rcache.h: the result cache — key (32 bytes: SHA-256 over vs_digest of
+ * the image bytes and the model) -> a vector of floats, the image's result
+ * record (server_int.h: all num_labels logits, then the default scores'
+ * ranking).  LRU order with a time-to-live, thread-safe, and single-flight:
+ * while one request computes a key, identical requests wait for its answer
+ * instead of computing it again.
  *
- * An entry stores all num_labels logits, so every top_k and every score
+ * An entry stores all the logits, so every top_k and every score
  * function is served from one entry.  Entries are reference counted:
  * lookup hands out a reference that the caller must release, so eviction
  * never frees memory a reader still uses.  Time is passed in (now_ms) so

@@ -463,7 +463,6 @@ static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int
                                      uint64_t deadline_ns, int *bad, struct vs_err *err)
 {
     struct vs_server *s = r->s;
-    const int L = s->info->num_labels;
     struct vs_batch_item **items = calloc((size_t)claimed, sizeof *items);
     if (!items) return vs_err_set(err, VS_NOMEM, "out of memory");
     int ni = 0;
@@ -526,9 +525,12 @@ static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int
         } else if (j->item.status) {
             st = vs_err_set(&e, j->item.status, "%s", j->item.msg);
             vs_rcache_fail(s->cache, j->entry, &e);
-        } else {
-            st = vs_rcache_fill(s->cache, j->entry, j->logits, L, (uint64_t)vs_now_ms(), &e);
+        } else if ((st = vs_serve_record_rank(s->info, j->logits, &e)) == VS_OK) {
+            st = vs_rcache_fill(s->cache, j->entry, j->logits, vs_serve_record_floats(s->info),
+                                (uint64_t)vs_now_ms(), &e);
             j->done = st == VS_OK;
+        } else {
+            vs_rcache_abandon(s->cache, j->entry, &e);
         }
         j->filled = true;
         if (st && !first) {
@@ -555,7 +557,7 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
 {
     struct vs_server *s = r->s;
     const struct vs_model_info *in = s->info;
-    const int L = in->num_labels;
+    const int L = in->num_labels, rec = vs_serve_record_floats(in);
     *bad = -1;
     int from_cache = 1;
 
@@ -571,7 +573,7 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
         for (int k = 0; k < i && j->alias < 0; k++)
             if (!memcmp(jobs[k].key, j->key, 32)) j->alias = k;
         if (j->alias >= 0) continue;
-        j->logits = malloc((size_t)L * sizeof(float));
+        j->logits = malloc((size_t)rec * sizeof(float));
         if (!j->logits) return vs_err_set(err, VS_NOMEM, "out of memory for %d logits", L);
     }
 
@@ -622,8 +624,9 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
             }
             int m = 0;
             const float *v = vs_rcache_values(j->entry, &m);
-            if (m != L) return vs_err_set(err, VS_BACKEND, "cache entry has %d values, not %d", m, L);
-            memcpy(j->logits, v, (size_t)L * sizeof(float));
+            if (m != rec)
+                return vs_err_set(err, VS_BACKEND, "cache entry has %d values, not %d", m, rec);
+            memcpy(j->logits, v, (size_t)rec * sizeof(float));
             j->done = true;
         }
     }
@@ -680,30 +683,47 @@ enum vs_status vs_serve_run_pixels(struct req *r, const float *pixels, int n, fl
     return st;
 }
 
-/* Appends one {"predictions":[...],"cached":..,"processing_time_ms":..,
- * "model":..} object for logits[num_labels]. */
-static void render_result(struct vs_jbuf *b, const struct vs_model_info *in,
-                          const float *logits, int top_k, bool cached, double ms)
+int vs_serve_record_floats(const struct vs_model_info *in)
 {
-    const int L = in->num_labels;
+    return in->num_labels + 2 * VS_MIN(MAX_TOP_K, in->num_labels);
+}
+
+enum vs_status vs_serve_record_rank(const struct vs_model_info *in, float *rec,
+                                    struct vs_err *err)
+{
+    const int L = in->num_labels, R = VS_MIN(MAX_TOP_K, L);
     float *scores = malloc((size_t)L * sizeof *scores); /* [num_labels] */
     int idx[MAX_TOP_K];
-    if (!scores) { b->failed = true; return; }
-    vs_scores_apply(in->default_score_fn, logits, L, scores);
-    int k = vs_topk(scores, L, top_k, idx);
-    vs_jbuf_puts(b, "{\"predictions\":[");
+    if (!scores) return vs_err_set(err, VS_NOMEM, "out of memory for %d scores", L);
+    vs_scores_apply(in->default_score_fn, rec, L, scores);
+    int k = vs_topk(scores, L, R, idx);   /* k == R: L >= R */
     for (int i = 0; i < k; i++) {
+        rec[L + i] = scores[idx[i]];
+        rec[L + R + i] = (float)idx[i];
+    }
+    free(scores);
+    return VS_OK;
+}
+
+/* Appends one {"predictions":[...],"cached":..,"processing_time_ms":..,
+ * "model":..} object for an image's record (its ranking's first top_k). */
+static void render_result(struct vs_jbuf *b, const struct vs_model_info *in,
+                          const float *rec, int top_k, bool cached, double ms)
+{
+    const int L = in->num_labels, R = VS_MIN(MAX_TOP_K, L);
+    const float *score = rec + L, *label = rec + L + R;
+    vs_jbuf_puts(b, "{\"predictions\":[");
+    for (int i = 0; i < VS_MIN(top_k, R); i++) {
         vs_jbuf_puts(b, i ? ",{\"label\":" : "{\"label\":");
-        vs_jbuf_json_cstr(b, in->labels[idx[i]]);
+        vs_jbuf_json_cstr(b, in->labels[(int)label[i]]);
         vs_jbuf_puts(b, ",\"confidence\":");
-        vs_jbuf_json_float(b, scores[idx[i]]);
+        vs_jbuf_json_float(b, score[i]);
         vs_jbuf_puts(b, "}");
     }
     vs_jbuf_printf(b, "],\"cached\":%s,\"processing_time_ms\":%.3f,\"model\":",
                    cached ? "true" : "false", ms);
     vs_jbuf_json_cstr(b, in->name);
     vs_jbuf_puts(b, "}");
-    free(scores);
 }
 
 /* Parses ?top_k= (default 5; 1..min(20, num_labels)).  0 on success, else

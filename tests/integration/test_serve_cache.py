@@ -4,6 +4,7 @@ misses computed once; a waiting request whose claimant was refused by the
 full queue or timed out in it takes the image over and is answered on its
 own deadline), and --cache-entries 0, read from the answers' `cached` flag
 and the cache counters in /metrics."""
+import base64
 import json
 import os
 import struct
@@ -265,6 +266,35 @@ with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--request-timeou
     st, _, body = s.predict(X)
     check(st == 200 and body["cached"] is True, f"X is cached after W computed it ({st})")
     check(s.stop() == 0, "clean exit")
+
+# --- a hit answers from the entry's stored ranking (server_int.h: /predict's
+# top 20 of the default score function is kept next to the logits): with
+# more labels than that, misses, hits and the HF route (which scores every
+# label) agree on labels, order and scores, softmax and sigmoid alike.
+for problem in ("single_label_classification", "multi_label_classification"):
+    model = vstest.gen_model(f"cache_rank_{problem}", "--labels", "40", "--seed", "7",
+                             "--problem-type", problem)
+    with Server(model=model) as s:
+        for name, img in fixture_images()[:3]:
+            st, _, miss = s.predict(img, top_k=20)
+            st2, _, hit = s.predict(img, top_k=20)
+            st3, _, few = s.predict(img, top_k=7)
+            check(st == st2 == st3 == 200, f"{problem} {name}: answers {st} {st2} {st3}")
+            check(miss["cached"] is False and hit["cached"] is True and few["cached"] is True,
+                  f"{problem} {name}: miss, then hits")
+            check(hit["predictions"] == miss["predictions"], f"{problem} {name}: hit == miss")
+            check(few["predictions"] == miss["predictions"][:7], f"{problem} {name}: top 7 of 20")
+            conf = [p["confidence"] for p in miss["predictions"]]
+            check(len(conf) == 20 and conf == sorted(conf, reverse=True),
+                  f"{problem} {name}: 20 predictions, best first")
+            hf_st, _, hf = s.request("POST", "/", body=json.dumps(
+                {"inputs": base64.b64encode(img).decode(),
+                 "parameters": {"top_k": 20}}), headers={"Content-Type": "application/json"})
+            hf = json.loads(hf)
+            check(hf_st == 200 and [(p["label"], p["score"]) for p in hf] ==
+                  [(p["label"], p["confidence"]) for p in miss["predictions"]],
+                  f"{problem} {name}: /predict's ranking == the HF route's full scoring")
+        check(s.stop() == 0, "clean exit")
 
 # --- disabled
 with Server("--cache-entries", "0") as s:
