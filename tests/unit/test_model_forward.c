@@ -773,6 +773,7 @@ static void test_own_gemm(void **state)
         check_own_gemm(k, 12, 32, 40, acts[a], 1.702f, 0, true);
         check_own_gemm(k, 9, 23, 300, acts[a], 1.0f, 0, true);
         check_own_gemm(k, 7, 17, 5, acts[a], 1.0f, 1, false);
+        check_own_gemm(k, 13, 17, 0, acts[a], 1.0f, (int)(a % 2), true);   /* empty sum */
     }
     /* the activations far out: no NaN, the right limits */
     float x[16] = {-200, -50, -12, -9.5f, -4, -1e-3f, 0, 1e-3f, 3, 9.5f, 12, 50, 200, -1e-30f, 1e-30f, 1};
