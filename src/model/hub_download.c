@@ -272,7 +272,7 @@ static enum vs_status head(struct fetch *f, const char *rev, const char *file,
 struct sink {
     FILE *out;
     const char *file;
-    long long have, total;
+    long long have, total;  /* total: the hub's size, >= 0 (transfer refuses none) */
     double t0, last;
     bool tty;
     bool over;          /* the server sent more than `total`: transfer stopped */
@@ -302,7 +302,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud)
     size_t len = size * n;
     /* More than the hub announced: stop (a broken or hostile server must
      * not fill the disk); the size check below reports it. */
-    if (s->total >= 0 && (long long)len > s->total - s->have) {
+    if ((long long)len > s->total - s->have) {
         s->over = true;
         return 0;
     }
@@ -417,7 +417,7 @@ static enum vs_status transfer(struct fetch *f, const struct head_info *h, const
                           f->repo, file);
     /* Resume a partial download if one is there. */
     long long have = stat(part, &sb) == 0 ? (long long)sb.st_size : 0;
-    if (h->size >= 0 && have > h->size) {
+    if (have > h->size) {
         unlink(part);
         have = 0;
     }
@@ -488,7 +488,7 @@ static enum vs_status transfer(struct fetch *f, const struct head_info *h, const
                           curl_easy_strerror(rc));
     }
     if (!closed_ok) return vs_err_set(err, VS_IO, "cannot write %s: %s", part, strerror(errno));
-    if (h->size >= 0 && s.have != h->size)
+    if (s.have != h->size)
         return vs_err_set(err, VS_IO, "%s/%s: got %lld bytes, the hub announced %lld; run again "
                           "to resume", f->repo, file, s.have, h->size);
     if (is_sha256_hex(h->etag)) {
