@@ -1,6 +1,6 @@
 /* rcache.h: the result cache — key (32 bytes: SHA-256 over vs_digest of
  * the image bytes and the model) -> a vector of floats, the image's result
- * record (server_int.h: all num_labels logits, then the default scores'
+ * record (server.c: all num_labels logits, then the default scores'
  * ranking).  LRU order with a time-to-live, thread-safe, and single-flight:
  * while one request computes a key, identical requests wait for its answer
  * instead of computing it again.

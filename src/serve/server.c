@@ -447,6 +447,35 @@ static void job_cleanup(struct vs_server *s, struct vs_srv_job *j, const struct 
     j->pixels = j->logits = NULL;
 }
 
+/* What classify produces and the result cache stores for one image, its
+ * record: the L = num_labels logits, then the ranking of the model's
+ * default score function, R = min(MAX_TOP_K, L) scores best first and
+ * their R label indices (as floats: exact, num_labels <= 1,000,000 <
+ * 2^24).  /predict formats its top_k (<= R) from the ranking, so that a
+ * cache hit does not score all L labels again (with ViT-B's 1,000 labels
+ * that was ~10% of the server's CPU on cache hits); the other routes read
+ * the logits.  record_rank fills the ranking from the logits. */
+static int record_floats(const struct vs_model_info *in)
+{
+    return in->num_labels + 2 * VS_MIN(MAX_TOP_K, in->num_labels);
+}
+
+static enum vs_status record_rank(const struct vs_model_info *in, float *rec, struct vs_err *err)
+{
+    const int L = in->num_labels, R = VS_MIN(MAX_TOP_K, L);
+    float *scores = malloc((size_t)L * sizeof *scores); /* [num_labels] */
+    int idx[MAX_TOP_K];
+    if (!scores) return vs_err_set(err, VS_NOMEM, "out of memory for %d scores", L);
+    vs_scores_apply(in->default_score_fn, rec, L, scores);
+    int k = vs_topk(scores, L, R, idx);   /* k == R: L >= R */
+    for (int i = 0; i < k; i++) {
+        rec[L + i] = scores[idx[i]];
+        rec[L + R + i] = (float)idx[i];
+    }
+    free(scores);
+    return VS_OK;
+}
+
 /* An image of this request that we claimed and have not completed. */
 static bool open_claim(const struct vs_srv_job *j)
 {
@@ -525,8 +554,8 @@ static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int
         } else if (j->item.status) {
             st = vs_err_set(&e, j->item.status, "%s", j->item.msg);
             vs_rcache_fail(s->cache, j->entry, &e);
-        } else if ((st = vs_serve_record_rank(s->info, j->logits, &e)) == VS_OK) {
-            st = vs_rcache_fill(s->cache, j->entry, j->logits, vs_serve_record_floats(s->info),
+        } else if ((st = record_rank(s->info, j->logits, &e)) == VS_OK) {
+            st = vs_rcache_fill(s->cache, j->entry, j->logits, record_floats(s->info),
                                 (uint64_t)vs_now_ms(), &e);
             j->done = st == VS_OK;
         } else {
@@ -557,7 +586,7 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
 {
     struct vs_server *s = r->s;
     const struct vs_model_info *in = s->info;
-    const int L = in->num_labels, rec = vs_serve_record_floats(in);
+    const int L = in->num_labels, rec = record_floats(in);
     *bad = -1;
     int from_cache = 1;
 
@@ -681,28 +710,6 @@ enum vs_status vs_serve_run_pixels(struct req *r, const float *pixels, int n, fl
     free(items);
     free(ptrs);
     return st;
-}
-
-int vs_serve_record_floats(const struct vs_model_info *in)
-{
-    return in->num_labels + 2 * VS_MIN(MAX_TOP_K, in->num_labels);
-}
-
-enum vs_status vs_serve_record_rank(const struct vs_model_info *in, float *rec,
-                                    struct vs_err *err)
-{
-    const int L = in->num_labels, R = VS_MIN(MAX_TOP_K, L);
-    float *scores = malloc((size_t)L * sizeof *scores); /* [num_labels] */
-    int idx[MAX_TOP_K];
-    if (!scores) return vs_err_set(err, VS_NOMEM, "out of memory for %d scores", L);
-    vs_scores_apply(in->default_score_fn, rec, L, scores);
-    int k = vs_topk(scores, L, R, idx);   /* k == R: L >= R */
-    for (int i = 0; i < k; i++) {
-        rec[L + i] = scores[idx[i]];
-        rec[L + R + i] = (float)idx[i];
-    }
-    free(scores);
-    return VS_OK;
 }
 
 /* Appends one {"predictions":[...],"cached":..,"processing_time_ms":..,
@@ -902,11 +909,6 @@ static enum MHD_Result last_xff(void *cls, enum MHD_ValueKind kind, const char *
     return MHD_YES;
 }
 
-/* The address in one X-Forwarded-For entry b[0..n): an IPv4 or IPv6
- * address, also with a port as some proxies write it ("1.2.3.4:5678",
- * "[2001:db8::1]:443"; Azure's Application Gateway does).  Writes it to ip
- * (INET6_ADDRSTRLEN + 1 bytes) and returns true, or false for anything
- * else. */
 /* p[0..end) is a port: one or more decimal digits. */
 static bool is_port(const char *p, const char *end)
 {
@@ -916,6 +918,11 @@ static bool is_port(const char *p, const char *end)
     return true;
 }
 
+/* The address in one X-Forwarded-For entry b[0..n): an IPv4 or IPv6
+ * address, also with a port as some proxies write it ("1.2.3.4:5678",
+ * "[2001:db8::1]:443"; Azure's Application Gateway does).  Writes it to ip
+ * (INET6_ADDRSTRLEN + 1 bytes) and returns true, or false for anything
+ * else. */
 static bool xff_address(const char *b, size_t n, char ip[INET6_ADDRSTRLEN + 1])
 {
     unsigned char bin[16];

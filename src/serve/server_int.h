@@ -114,7 +114,8 @@ struct vs_srv_job {
     bool filled;                   /* claim completed (fill, fail or abandon) */
     bool done;                     /* logits hold the image's values */
     float *pixels;                 /* [3][H][W] for a claimed image */
-    float *logits;                 /* the image's record (vs_serve_record_floats) */
+    float *logits;                 /* its record: [num_labels] logits, then /predict's
+                                      ranking (server.c, record_floats) */
     struct vs_batch_item item;
 };
 
@@ -148,18 +149,6 @@ void vs_serve_jobs_free(struct vs_server *s, struct vs_srv_job *jobs, int n);
 /* The logits of job i (following aliases): the first num_labels floats of
  * its record. */
 const float *vs_serve_job_logits(const struct vs_srv_job *jobs, int i);
-
-/* What classify produces and the result cache stores for one image, its
- * record: the L = num_labels logits, then the ranking of the model's
- * default score function, R = min(VS_SRV_MAX_TOP_K, L) scores best first
- * and their R label indices (as floats: exact, num_labels <= 1,000,000 <
- * 2^24).  /predict formats its top_k (<= R) from the ranking, so that a
- * cache hit does not score all L labels again (with ViT-B's 1,000 labels
- * that was ~10% of the server's CPU on cache hits).
- * vs_serve_record_rank fills the ranking from the logits (VS_NOMEM). */
-int vs_serve_record_floats(const struct vs_model_info *in);
-enum vs_status vs_serve_record_rank(const struct vs_model_info *in, float *rec,
-                                    struct vs_err *err);
 
 /* Runs n preprocessed images pixels[n][3][H][W] through the batcher (no
  * cache) into logits[n][num_labels]. */

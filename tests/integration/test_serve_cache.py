@@ -122,6 +122,11 @@ def classify_json(data, k=5):
     return json.loads(out.splitlines()[0])
 
 
+def labels(answer):
+    """The labels of a /predict answer or of classify --json, in rank order."""
+    return [p["label"] for p in answer["predictions"]]
+
+
 with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--max-queue", "2") as s:
     res = {}
     # 1. A's image waits in the queue for company (a batch of 2).
@@ -149,8 +154,7 @@ with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--max-queue", "2
     check(st == 200, f"C, waiting on the refused B, is answered on its own: 200 ({st} {body})")
     check(body["cached"] is False and h.get("x-cache") == "miss", "C computed the image itself")
     ref = classify_json(B)
-    check([p["label"] for p in body["predictions"]] == [p["label"] for p in ref["predictions"]],
-          "C's labels are its image's (classify --json)")
+    check(labels(body) == labels(ref), "C's labels are its image's (classify --json)")
     check(m["cache_misses_total"] == misses + 6, f"C claimed the image after B ({m['cache_misses_total']})")
     check(m["batch_size_count"] == 1 and m["batch_size_sum"] == 2, "A and C computed in one batch")
     check(res["a"][0] == 200, f"A answered ({res['a'][0]})")
@@ -181,8 +185,7 @@ with Server() as s:
     check(m["cache_coalesced_total"] == 1, "W joined B's flight (the case under test)")
     check(st == 200, f"W is answered on its own, not with B's failure ({st} {body})")
     check(body["cached"] is False, "W computed the image itself")
-    check([p["label"] for p in body["predictions"]] ==
-          [p["label"] for p in classify_json(slow[0])["predictions"]],
+    check(labels(body) == labels(classify_json(slow[0])),
           "W's labels are its image's (classify --json)")
     check(m["cache_misses_total"] == 6 and m["batch_size_sum"] == 1,
           f"W's take-over is the one image computed ({m['cache_misses_total']}, {m['batch_size_sum']})")
@@ -245,7 +248,7 @@ with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--request-timeou
     check(stw == 200, f"W, whose deadline had not passed, is answered 200 ({stw} {bodyw})")
     check(bodyw["cached"] is False and hw.get("x-cache") == "miss", "W computed X itself")
     ref = classify_json(X)
-    check([p["label"] for p in bodyw["predictions"]] == [p["label"] for p in ref["predictions"]],
+    check(labels(bodyw) == labels(ref),
           f"W's labels are X's (classify --json): {bodyw['predictions']} vs {ref['predictions']}")
     check(all(abs(a["confidence"] - b["score"]) <= 1e-5
               for a, b in zip(bodyw["predictions"], ref["predictions"])), "W's scores are X's")
@@ -267,7 +270,7 @@ with Server("--batch-timeout-ms", "60000", "--max-batch", "2", "--request-timeou
     check(st == 200 and body["cached"] is True, f"X is cached after W computed it ({st})")
     check(s.stop() == 0, "clean exit")
 
-# --- a hit answers from the entry's stored ranking (server_int.h: /predict's
+# --- a hit answers from the entry's stored ranking (server.c: /predict's
 # top 20 of the default score function is kept next to the logits): with
 # more labels than that, misses, hits and the HF route (which scores every
 # label) agree on labels, order and scores, softmax and sigmoid alike.
