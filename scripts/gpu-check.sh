@@ -8,7 +8,9 @@
 #   OUT=/some/dir bash scripts/gpu-check.sh [--quick | --serve]
 # --quick: the CUDA test + a short fp16/bf16 benchmark and profile only.
 # --serve: the CUDA tests, `vitserve bench` on a generated ViT-B/16 and the
-#          HTTP load test against `vitserve serve --device cuda` (docs/gpu.md).
+#          HTTP load test against `vitserve serve --device cuda`, then
+#          bench/gpu_torch.py: PyTorch + transformers on the same card, same
+#          weights, same input (docs/gpu.md).
 set -u
 ROOT="$(pwd)"
 G="$ROOT/.gpu"
@@ -91,7 +93,7 @@ for b in "$G"/bin/*; do
 done
 
 # --- correctness ---------------------------------------------------------------
-export VS_SHARED="$G/shared" VS_TMP="$OUT/tmp"
+export VS_SHARED="$G/shared" VS_TMP="$OUT/tmp" VS_TOOLS="$G/bin"
 mkdir -p "$VS_TMP"
 
 # --- --serve: the engine and the HTTP server with dynamic batching on the GPU --
@@ -123,6 +125,9 @@ except Exception as e: print('ERR', getattr(e, 'code', ''), getattr(e, 'read', l
     kill -TERM $SPID; wait $SPID; echo "server exit $?"
     tail -5 "$OUT/serve-$1-$2.log"
   done
+  # PyTorch + transformers on the same GPU, same weights, same input (bench/gpu_torch.py)
+  step "torch side by side" 240 env PYTHONUNBUFFERED=1 python3 "$ROOT/bench/gpu_torch.py" \
+       --model /tmp/vitb --vitserve "$V" --batches 1,8,128 --iters 20 --json "$OUT/torch.jsonl"
   echo; echo "=== SUMMARY (serve)"; printf '%s\n' "${SUMMARY[@]}"
   exit 0
 fi
