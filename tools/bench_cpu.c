@@ -8,7 +8,7 @@
  *
  *   vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T]
  *                [--precision fp32|int8] [--layers L] [--contend]
- *                [--gemm-layout] [--compare-int8] [--gemm-api] [--ab] [--ab-prepack]
+ *                [--gemm-layout] [--compare-int8] [--gemm-api] [--ab] [--ab-prepack] [--ab-attn]
  *
  * --contend runs one extra busy thread (standing in for the HTTP/decode
  * threads) and reports how much work it got done: with OMP_WAIT_POLICY
@@ -23,7 +23,9 @@
  * dnnl_sgemm (the BLAS-style API), and our own AVX2 GEMM (cpu_kernels.c),
  * interleaved, with GFLOP/s against this machine's FMA peak.  --ab runs the
  * whole forward on our own GEMM and on oneDNN (VS_CPU_GEMM=onednn)
- * alternately, for each --batch.
+ * alternately, for each --batch; --ab-prepack the own GEMM with and without
+ * its packed weight copies; --ab-attn attention on the own GEMM (the
+ * default) and on oneDNN (VS_CPU_ATTN=onednn).
  *
  * Other engineers compile on the same 2 cores: numbers are noisy; repeat
  * and take the best/median.  Not a test: prints, asserts nothing.
@@ -478,23 +480,29 @@ static int cmp_double(const void *a, const void *b)
 /* Two fp32 backends on the same weights, one on our own GEMM
  * (VS_CPU_GEMM=own) and one on oneDNN (VS_CPU_GEMM=onednn), forwards
  * alternated so that machine noise hits both. */
-static int ab_forward(const struct vitb *m, int threads, int n, int iters, bool prepack)
+enum ab_mode { AB_ONEDNN, AB_PREPACK, AB_ATTN };
+
+static int ab_forward(const struct vitb *m, int threads, int n, int iters, enum ab_mode mode)
 {
     struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = threads,
                                 .max_batch = n};
     struct vs_err err = {0};
     void *ctx[2] = {NULL, NULL};
     /* --ab: own GEMM vs oneDNN; --ab-prepack: own GEMM with its packed
-     * weight copies (the default) vs packing on every call */
+     * weight copies (the default) vs packing on every call; --ab-attn:
+     * attention on the own GEMM (the default) vs on oneDNN */
     setenv("VS_CPU_GEMM", "own", 1);
     o.prepack = true;   /* as serve and bench run it */
     if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[0], &err) != VS_OK) goto fail;
     vs_backend_cpu.settle(ctx[0]);
-    if (prepack) setenv("VS_CPU_PREPACK", "0", 1);
+    if (mode == AB_PREPACK) setenv("VS_CPU_PREPACK", "0", 1);
+    else if (mode == AB_ATTN) setenv("VS_CPU_ATTN", "onednn", 1);
     else setenv("VS_CPU_GEMM", "onednn", 1);
     if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[1], &err) != VS_OK) goto fail;
+    vs_backend_cpu.settle(ctx[1]);
     unsetenv("VS_CPU_GEMM");
     unsetenv("VS_CPU_PREPACK");
+    unsetenv("VS_CPU_ATTN");
     const size_t img = 3 * 224 * 224;
     float *pix = malloc(img * n * sizeof(float)), *lg[2];
     lg[0] = malloc((size_t)n * 1000 * sizeof(float));
@@ -521,7 +529,9 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters, bool 
     const double fl = flops_per_image(&m->cfg) * n;
     printf("\nbatch %d, %d alternated forwards each: ms per batch (median / min), GFLOP/s at the median\n",
            n, iters);
-    const char *names[2] = {"own AVX2 GEMM", prepack ? "own, no prepack" : "oneDNN matmul"};
+    const char *bname = mode == AB_PREPACK ? "own, no prepack" :
+                        mode == AB_ATTN ? "oneDNN attention" : "oneDNN matmul";
+    const char *names[2] = {"own AVX2 GEMM", bname};
     double med[2];
     for (int j = 0; j < 2; j++) {
         qsort(t[j], iters, sizeof(double), cmp_double);
@@ -530,7 +540,7 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters, bool 
                fl / (med[j] / 1e3) / 1e9, vs_backend_cpu.device_name(ctx[j]));
     }
     printf("  %s / own: %.3fx (median), %.3fx (min); logits max|d| %.3g (scale %.3g)\n",
-           prepack ? "no prepack" : "oneDNN", med[1] / med[0], t[1][0] / t[0][0], d, sc);
+           bname, med[1] / med[0], t[1][0] / t[0][0], d, sc);
     free(pix); free(lg[0]); free(lg[1]); free(t[0]); free(t[1]);
     vs_backend_cpu.destroy(ctx[0]);
     vs_backend_cpu.destroy(ctx[1]);
@@ -546,7 +556,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T] "
                     "[--precision fp32|int8] [--layers L] [--contend] [--gemm-layout] "
-                    "[--compare-int8] [--gemm-api] [--ab] [--ab-prepack]\n");
+                    "[--compare-int8] [--gemm-api] [--ab] [--ab-prepack] [--ab-attn]\n");
 }
 
 static int compare_int8(const struct vitb *m, int threads, int nimg)
@@ -598,7 +608,8 @@ fail:
 int main(int argc, char **argv)
 {
     int batches[16] = {1, 8, 32}, nb = 3, iters = 0, threads = 0, layers = 12;
-    bool contend = false, layout = false, cmp8 = false, api = false, ab = false, abp = false;
+    bool contend = false, layout = false, cmp8 = false, api = false, ab = false;
+    enum ab_mode abm = AB_ONEDNN;
     enum vs_precision prec = VS_PRECISION_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -622,7 +633,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--compare-int8")) cmp8 = true;
         else if (!strcmp(a, "--gemm-api")) api = true;
         else if (!strcmp(a, "--ab")) ab = true;
-        else if (!strcmp(a, "--ab-prepack")) ab = abp = true;
+        else if (!strcmp(a, "--ab-prepack")) ab = true, abm = AB_PREPACK;
+        else if (!strcmp(a, "--ab-attn")) ab = true, abm = AB_ATTN;
         else { usage(); return 2; }
     }
     int maxb = 1;
@@ -644,7 +656,7 @@ int main(int argc, char **argv)
     if (ab) {
         int r = 0;
         for (int i = 0; i < nb && r == 0; i++)
-            r = ab_forward(&m, threads, batches[i], iters > 0 ? iters : 5, abp);
+            r = ab_forward(&m, threads, batches[i], iters > 0 ? iters : 5, abm);
         free(m.mem);
         free(m.layers);
         return r;

@@ -6,7 +6,10 @@
  * (cpu_kernels.c, bias/activation/residual in its epilogue; own_gemm below):
  * it matches or beats oneDNN 2.6's gemm:jit there, reads the weights in
  * place too, and its results do not depend on M or the thread count.
- * VS_CPU_GEMM=onednn|own overrides the choice.
+ * There attention (fp32 and int8) and the fp32 classifier run on it too,
+ * one head per thread (attn_own), so logits are the same bits on any
+ * thread count.  VS_CPU_GEMM=onednn|own overrides the choice;
+ * VS_CPU_ATTN=onednn keeps attention on oneDNN (measurements).
  *
  * The pass, for n images (M = n*T rows, D hidden, H heads, dh = D/H,
  * F = mlp, G = grid_h*grid_w patches, K0 = C*P*P):
@@ -17,7 +20,7 @@
  *   per layer:
  *     xn  = LN1(x)                        (M, D)
  *     Q,K,V = xn @ {q,k,v}_w^T + b        3 x (M, D)  three GEMMs, one buffer
- *     per image b:
+ *     per image b (own GEMM: per image and head, one thread each, S (T, T)):
  *       S = Q_b K_b^T / sqrt(dh)          (H, T, T)   batched over heads, strided views
  *       S = softmax(S) over the last axis
  *       a_b = S V_b                       (T, H, dh) = (T, D) heads concatenated
@@ -157,6 +160,7 @@ struct cpu_ctx {
     /* fp32 Linears and the patch embedding on our own AVX2 GEMM
      * (cpu_kernels.c) instead of oneDNN; chosen in cpu_create() */
     bool own_gemm;
+    bool own_attn;      /* attention on the own GEMM too (fp32 and int8) */
     int own_act;        /* enum vs_cpu_act of cfg.act */
     float own_alpha;
     float *gemm_ws;     /* threads x vs_model_cpu_gemm_ws_floats() */
@@ -660,9 +664,16 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
     dnnl_primitive_attr_t attr;
     dnnl_memory_desc_t a, b, bias, d;
 
-    /* with our own GEMM, the patch embedding and the encoder Linears need
-     * no primitives */
-    if (c->own_gemm) goto attention;
+    /* with our own GEMM the whole pass (patch embedding, Linears,
+     * attention, classifier) needs no primitive; attention alone on
+     * oneDNN (VS_CPU_ATTN=onednn, for measurements) needs its two */
+    if (c->own_gemm && !c->own_attn) goto attention;
+    if (c->own_gemm) {
+        snprintf(c->st.impl, sizeof c->st.impl,
+                 "patch, qkv, o, fc1, fc2, scores, attn_v, head=own avx2 6x16");
+        p->ready = true;
+        return VS_OK;
+    }
 
     /* patch: col (n, G, K0) x patch_w^T broadcast (1, K0, D) + b, summed
      * into x viewed as (n, G, D) with strides (T*D, D, 1) at x + D. */
@@ -705,6 +716,7 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
     }
 
 attention:
+    if (c->own_attn) goto head;
     /* scores, one image: Q (1,H,T,dh) = Q[t, h*dh + e] -> strides (TD, dh, D, 1);
      * K^T (1,H,dh,T) = K[t, h*dh + e] -> strides (TD, dh, 1, D); S dense. */
     st = make_attr(&attr, false, dnnl_eltwise_relu, 0, false,
@@ -735,6 +747,7 @@ attention:
     st = mm_create(c, &p->pv, "attn_v", &a, &b, NULL, &d, NULL, 0, NULL, NULL, NULL, err);
     if (st != VS_OK) goto fail;
 
+head:
     /* head: c (n, D) x head_w^T (D, L) + b */
     md_rows(&a, n, D, D, dnnl_f32);
     md_linear_w(&b, D, L, dnnl_f32);
@@ -773,15 +786,11 @@ attention:
         }
     }
 
-    if (c->own_gemm)
-        snprintf(c->st.impl, sizeof c->st.impl,
-                 "patch, qkv, o, fc1, fc2=own avx2 6x16 scores=%s attn_v=%s head=%s",
-                 p->score.impl, p->pv.impl, p->head.impl);
-    else
-        snprintf(c->st.impl, sizeof c->st.impl,
-                 "patch=%s qkv=%s scores=%s attn_v=%s o=%s fc1=%s fc2=%s head=%s",
-                 p->patch.impl, p->qkv.impl, p->score.impl, p->pv.impl,
-                 p->oproj.impl, p->fc1.impl, p->fc2.impl, p->head.impl);
+    snprintf(c->st.impl, sizeof c->st.impl,
+             "patch=%s qkv=%s scores=%s attn_v=%s o=%s fc1=%s fc2=%s head=%s",
+             p->patch.impl, p->qkv.impl, c->own_attn ? "own avx2 6x16" : p->score.impl,
+             c->own_attn ? "own avx2 6x16" : p->pv.impl, p->oproj.impl, p->fc1.impl,
+             p->fc2.impl, p->head.impl);
     p->ready = true;
     return VS_OK;
 fail:
@@ -984,7 +993,9 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     const size_t K0 = (size_t)cfg->channels * cfg->patch * cfg->patch;
     const size_t M = nb * T, Z = VS_MAX(VS_MAX(D, F), (size_t)cfg->labels);
     size_t bytes = 0, tt;
-    bool ok = vs_mul_size(T, T, &tt) && vs_mul_size(tt, H, &tt);
+    /* S: one image's (H, T, T) for oneDNN, or a (T, T) slice per thread
+     * for the own GEMM's attention (attn_own) */
+    bool ok = vs_mul_size(T, T, &tt) && vs_mul_size(tt, VS_MAX(H, (size_t)c->threads), &tt);
     if (ok) {
         c->x = alloc_floats(M * D, sizeof(float), &bytes);
         c->xn = alloc_floats(M * D, sizeof(float), &bytes);
@@ -1014,12 +1025,14 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
                           ci == dnnl_cpu_isa_avx2 || ci == dnnl_cpu_isa_avx2_vnni;
         c->own_gemm = want && c->prec == VS_PRECISION_FP32 && c->k->sgemm &&
                       own_act(cfg->act, &c->own_act, &c->own_alpha) == VS_OK;
-        if (ok && c->own_gemm)
+        const char *ea = getenv("VS_CPU_ATTN");   /* onednn: for measurements */
+        c->own_attn = want && c->k->sgemm && !(ea && strcmp(ea, "onednn") == 0);
+        if (ok && (c->own_gemm || c->own_attn))
             c->gemm_ws = alloc_floats((size_t)c->threads * vs_model_cpu_gemm_ws_floats(),
                                       sizeof(float), &bytes);
     }
     if (!ok || !c->x || !c->xn || !c->qkv || !c->S || !c->f || !c->col || !c->c ||
-        !c->zeros || !c->plans || (c->own_gemm && !c->gemm_ws) ||
+        !c->zeros || !c->plans || ((c->own_gemm || c->own_attn) && !c->gemm_ws) ||
         (c->prec == VS_PRECISION_INT8 && (!c->aq || !c->as || !c->azp || !c->acc))) {
         cpu_destroy(c);
         return vs_err_set(err, VS_NOMEM, "cpu backend: cannot allocate scratch for %d images "
@@ -1147,6 +1160,42 @@ static enum vs_status linear_run(struct cpu_ctx *c, struct mm *mm, const float *
     return mm_run(c, mm, p, err);
 }
 
+/* Attention of n images on the own GEMM, head by head: for image b, head h
+ * (columns h*dh.. of Q, K, V, rows T apart per image),
+ *   S = Q_h K_h^T (T, T), S = softmax(S / sqrt(dh)) row by row,
+ *   out[:, h*dh..] = S V_h (V read in place as the (K, N) operand).
+ * Heads are spread over the threads, each head on one thread with
+ * its own (T, T) slice of S: 2 x 2.5 MFLOP per head for ViT-B is too small
+ * to split further (a parallel region per GEMM cost more than it saved).
+ * Every element is the same float operations whatever the thread count. */
+static void attn_own(struct cpu_ctx *c, const float *qkv, float *out, int n)
+{
+    const struct vs_vit_config *g = &c->cfg;
+    const int64_t T = g->tokens, D = g->hidden, H = g->heads, dh = D / H, M = n * T;
+    const float scale = (float)(1.0 / sqrt((double)dh));
+    const int nt = c->threads < n * H ? c->threads : (int)(n * H);
+    void (*sm)(float *, int, float) = c->k->softmax;
+    const size_t wsf = vs_model_cpu_gemm_ws_floats();
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
+    for (int64_t bh = 0; bh < n * H; bh++) {
+        const int tid = nt > 1 ? omp_get_thread_num() : 0;
+        const int64_t b = bh / H, h = bh % H;
+        const float *q = qkv + b * T * D + h * dh, *k = q + M * D, *v = k + M * D;
+        float *S = c->S + (size_t)tid * T * T;
+        float *ws = c->gemm_ws + (size_t)tid * wsf;
+        const struct vs_cpu_gemm score = {
+            .M = T, .N = T, .K = dh, .A = q, .lda = D, .W = k, .ldw = D, .C = S, .ldc = T,
+        };
+        c->k->sgemm(&score, ws, 1);
+        for (int64_t r = 0; r < T; r++) sm(S + r * T, (int)T, scale);
+        const struct vs_cpu_gemm ctx = {
+            .M = T, .N = dh, .K = T, .A = S, .lda = T, .W = v, .ldw = D, .w_kn = 1,
+            .C = out + b * T * D + h * dh, .ldc = D,
+        };
+        c->k->sgemm(&ctx, ws, 1);
+    }
+}
+
 static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n,
                                    float *logits, struct vs_err *err)
 {
@@ -1242,16 +1291,17 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
         }
         /* attention, image by image (S stays in cache) */
         const uint64_t t_attn = vs_now_ns();
-        for (int b = 0; b < n; b++) {
+        if (c->own_attn) attn_own(c, qkv, xn, n);
+        for (int b = 0; !c->own_attn && b < n; b++) {
             float *qb = qkv + (size_t)b * T * D, *kb = qb + M * D, *vb = kb + M * D;
             /* S = Q K^T / sqrt(dh)  (H, T, T) */
             void *ps[3] = {qb, kb, S};
             if ((st = mm_run(c, &p->score, ps, err)) != VS_OK) return st;
             /* softmax over keys, one row per (h, query) */
-            void (*sm)(float *, int) = c->k->softmax;
+            void (*sm)(float *, int, float) = c->k->softmax;
             const int64_t rows = H * T;
             #pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < rows; r++) sm(S + r * T, (int)T);
+            for (int64_t r = 0; r < rows; r++) sm(S + r * T, (int)T, 1.0f);
             /* xn_b = S V  -> (T, H, dh) = (T, D), heads concatenated */
             void *pv[3] = {S, vb, xn + (size_t)b * T * D};
             if ((st = mm_run(c, &p->pv, pv, err)) != VS_OK) return st;
@@ -1281,12 +1331,15 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
 
     /* final LayerNorm on token 0 of each image (row stride T*D), classifier */
     ln_rows(c, c->c, x, n, T * D, c->w.lnf_g, c->w.lnf_b);
-    {
+    if (c->own_gemm) {
+        own_run(c, n, g->labels, D, c->c, D, c->w.head_w, NULL, c->w.head_b, logits,
+                g->labels, false, false);
+    } else {
         void *pp[4] = {c->c, (void *)c->w.head_w, (void *)bias_or_zeros(c, c->w.head_b),
                        logits};
         if ((st = mm_run(c, &p->head, pp, err)) != VS_OK) return st;
+        dnnl_stream_wait(c->strm);
     }
-    dnnl_stream_wait(c->strm);
     c->st.forwards++;
     c->st.images += (uint64_t)n;
     c->st.total_ns += vs_now_ns() - t_start;
@@ -1299,7 +1352,10 @@ static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n
  * (batched results must equal one-image results, bit for bit); and at
  * M = T = 197 rows per GEMM the matmuls already run at full speed, so the
  * multi-image plans were no faster per image (0.80-0.94x of batch 1 on
- * the Xeon).  The rows of one image are still computed together.
+ * the Xeon).  The rows of one image are still computed together.  (One
+ * image per thread instead, each thread alone on its share of the scratch,
+ * measured 0.95-1.05x of this on the 2-core EPYC with the own GEMM: not
+ * worth its code.)
  * Image b is pixels + b * C*H*W (cpu_forward) or rows[b] (cpu_forward_rows:
  * the images stay where the caller has them, nothing is gathered). */
 static enum vs_status run_images(struct cpu_ctx *c, const float *pixels,

@@ -42,13 +42,13 @@ static void ln_generic(float *y, const float *x, const float *g,
     for (int d = 0; d < dim; d++) y[d] = (x[d] - mean) * rstd * g[d] + b[d];
 }
 
-static void softmax_generic(float *x, int len)
+static void softmax_generic(float *x, int len, float scale)
 {
     float mx = x[0];
     for (int i = 1; i < len; i++) mx = x[i] > mx ? x[i] : mx;
     float sum = 0.0f;
     for (int i = 0; i < len; i++) {
-        x[i] = expf(x[i] - mx);
+        x[i] = expf((x[i] - mx) * scale);
         sum += x[i];
     }
     const float inv = 1.0f / sum;   /* sum >= 1: the max term is exp(0) */
@@ -189,7 +189,7 @@ VS_AVX2 static void ln_avx2(float *y, const float *x, const float *g,
     for (; d < dim; d++) y[d] = (x[d] - mean) * rstd * g[d] + b[d];
 }
 
-VS_AVX2 static void softmax_avx2(float *x, int len)
+VS_AVX2 static void softmax_avx2(float *x, int len, float scale)
 {
     int i = 0;
     __m256 vmax = _mm256_set1_ps(-INFINITY);
@@ -197,10 +197,10 @@ VS_AVX2 static void softmax_avx2(float *x, int len)
     float mx = hmax256(vmax);
     for (; i < len; i++) mx = x[i] > mx ? x[i] : mx;
 
-    const __m256 vm = _mm256_set1_ps(mx);
+    const __m256 vm = _mm256_set1_ps(mx), vs = _mm256_set1_ps(scale);
     __m256 acc = _mm256_setzero_ps();
     for (i = 0; i + 8 <= len; i += 8) {
-        const __m256 e = exp256_neg(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        const __m256 e = exp256_neg(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vs));
         _mm256_storeu_ps(x + i, e);
         acc = _mm256_add_ps(acc, e);
     }
@@ -209,7 +209,7 @@ VS_AVX2 static void softmax_avx2(float *x, int len)
         /* the tail through the same polynomial, padded with -inf -> 0 */
         float tmp[8];
         int k = 0;
-        for (; k < len - i; k++) tmp[k] = x[i + k] - mx;
+        for (; k < len - i; k++) tmp[k] = (x[i + k] - mx) * scale;
         for (; k < 8; k++) tmp[k] = -INFINITY;
         _mm256_storeu_ps(tmp, exp256_neg(_mm256_loadu_ps(tmp)));
         for (k = 0; k < len - i; k++) {
@@ -411,6 +411,20 @@ VS_AVX2 static void sg_pack(float *bp, const float *w, int64_t ldw, int nv, int 
         for (int j = 0; j < SG_NR; j++) bp[k * SG_NR + j] = j < nv ? w[j * ldw + k] : 0.0f;
 }
 
+/* The same block from W stored (K, N): bp[k*16 + j] = w[k*ldw + j] for
+ * j < nv, 0 for j >= nv; w points at W[k0][n0].  Same block, same bits. */
+VS_AVX2 static void sg_pack_kn(float *bp, const float *w, int64_t ldw, int nv, int kc)
+{
+    for (int k = 0; k < kc; k++) {
+        if (nv == SG_NR) {
+            _mm256_store_ps(bp + k * SG_NR, _mm256_loadu_ps(w + k * ldw));
+            _mm256_store_ps(bp + k * SG_NR + 8, _mm256_loadu_ps(w + k * ldw + 8));
+        } else {
+            for (int j = 0; j < SG_NR; j++) bp[k * SG_NR + j] = j < nv ? w[k * ldw + j] : 0.0f;
+        }
+    }
+}
+
 /* ct (6, 16) = (first ? 0 : ct) + sum_k a_i[k] * bp[k, :], i = 0..5. */
 VS_AVX2 static void sg_kernel(int kc, const float *a0, const float *a1, const float *a2,
                               const float *a3, const float *a4, const float *a5,
@@ -581,7 +595,10 @@ VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm
                 /* the (kc, 16) block of W^T: in the persistent copy (panel
                  * pj's K rows of 16, K blocks back to back), or in ws */
                 const float *bp = reuse ? g->Wp + (pj * g->K + k0) * SG_NR : scratch;
-                if (!reuse) sg_pack(scratch, g->W + n0 * g->ldw + k0, g->ldw, nv, kc);
+                if (!reuse && g->w_kn)
+                    sg_pack_kn(scratch, g->W + k0 * g->ldw + n0, g->ldw, nv, kc);
+                else if (!reuse)
+                    sg_pack(scratch, g->W + n0 * g->ldw + k0, g->ldw, nv, kc);
                 /* the block used next (this panel's next K block, or the
                  * next panel's first) prefetched into L2 a few lines per
                  * tile while these tiles compute: in a forward the weights
@@ -595,7 +612,7 @@ VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm
                 int64_t pld = g->ldw;
                 const bool more_k = k0 + SG_KC < g->K, more_p = pj + 1 < p1;
                 const int64_t kn = more_k ? g->K - k0 - SG_KC : g->K;   /* next block's K left */
-                if (more_k || more_p) {
+                if ((more_k || more_p) && (reuse || !g->w_kn)) {   /* (K, N): small, cached */
                     plines = (int)(kn < SG_KC ? kn : SG_KC);
                     if (reuse) {
                         pw = bp + (int64_t)kc * SG_NR;
@@ -665,6 +682,10 @@ static void sgemm_avx2(const struct vs_cpu_gemm *g, float *ws, int threads)
 {
     if (g->M <= 0 || g->N <= 0) return;
     int64_t next = 0;
+    if (threads <= 1) {   /* no parallel region: callable inside one */
+        sg_thread(g, ws, 0, 1, &next);
+        return;
+    }
     #pragma omp parallel num_threads(threads)
     sg_thread(g, ws, omp_get_thread_num(), omp_get_num_threads(), &next);
 }

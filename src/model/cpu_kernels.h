@@ -47,6 +47,9 @@ struct vs_cpu_gemm {
      * not read at all), or NULL: W is packed piece by piece into ws on
      * every call.  Both give bit-identical C. */
     const float *Wp;
+    /* W stored (K, N) instead, leading dimension ldw >= N: C = A W (the
+     * V of attention, read in place).  Same bits as the (N, K) copy. */
+    int w_kn;
 };
 
 /* Floats of workspace the GEMM needs per thread (packed W panel + a column
@@ -63,7 +66,8 @@ size_t vs_model_cpu_gemm_packed_floats(int64_t N, int64_t K);
 typedef void (*vs_cpu_sgemm_pack_fn)(const float *W, int64_t ldw, int64_t N, int64_t K,
                                      float *Wp);
 
-/* Runs g on `threads` OpenMP threads (called outside a parallel region);
+/* Runs g on `threads` OpenMP threads (called outside a parallel region;
+ * with threads = 1 on the calling thread, inside one too);
  * ws: threads * vs_model_cpu_gemm_ws_floats() floats, 32-byte aligned.
  * Requires AVX2+FMA (vs_model_cpu_kernels()->sgemm != NULL). */
 typedef void (*vs_cpu_sgemm_fn)(const struct vs_cpu_gemm *g, float *ws, int threads);
@@ -73,8 +77,10 @@ struct vs_cpu_kernels {
      * x, y: (dim); g, b: (dim). y may equal x. */
     void (*layernorm)(float *y, const float *x, const float *g,
                       const float *b, int dim, float eps);
-    /* In place: x = exp(x - max x) / sum exp(x - max x); x: (len). */
-    void (*softmax)(float *x, int len);
+    /* In place: x = exp(s (x - max x)) / sum exp(s (x - max x)), s = scale > 0
+     * (attention's 1/sqrt(dh); 1: the plain softmax, whose bits s leaves
+     * unchanged); x: (len). */
+    void (*softmax)(float *x, int len, float scale);
     /* Symmetric per-row quantization: scale = max|x| / qmax (1 when the row
      * is all zeros), q[d] = round-to-nearest-even(x[d] / scale), clamped to
      * [-qmax, qmax].  Returns scale.  x: (dim), q: (dim). */

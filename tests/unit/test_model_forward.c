@@ -606,18 +606,21 @@ static void test_kernels(void **state)
             gg[i] = 1.0f + rng_uni(0.5f);
             bb[i] = rng_uni(0.5f);
         }
-        /* softmax vs double */
-        memcpy(y1, x, sizeof x);
-        memcpy(y2, x, sizeof x);
-        k->softmax(y1, len);
-        p->softmax(y2, len);
-        double mx = -INFINITY, sum = 0;
-        for (int i = 0; i < len; i++) mx = fmax(mx, x[i]);
-        for (int i = 0; i < len; i++) sum += exp(x[i] - mx);
-        for (int i = 0; i < len; i++) {
-            const double e = exp(x[i] - mx) / sum;
-            assert_true(fabs(y1[i] - e) <= 1e-6 * e + 1e-30);
-            assert_true(fabs(y2[i] - e) <= 1e-6 * e + 1e-30);
+        /* softmax vs double, plain and scaled (attention's 1/sqrt(64)) */
+        for (int si = 0; si < 2; si++) {
+            const float sc = si ? 0.125f : 1.0f;
+            memcpy(y1, x, sizeof x);
+            memcpy(y2, x, sizeof x);
+            k->softmax(y1, len, sc);
+            p->softmax(y2, len, sc);
+            double mx = -INFINITY, sum = 0;
+            for (int i = 0; i < len; i++) mx = fmax(mx, x[i]);
+            for (int i = 0; i < len; i++) sum += exp(sc * (x[i] - mx));
+            for (int i = 0; i < len; i++) {
+                const double e = exp(sc * (x[i] - mx)) / sum;
+                assert_true(fabs(y1[i] - e) <= 1e-6 * e + 1e-30);
+                assert_true(fabs(y2[i] - e) <= 1e-6 * e + 1e-30);
+            }
         }
         /* layernorm vs each other */
         k->layernorm(y1, x, gg, bb, len, 1e-5f);
@@ -637,7 +640,7 @@ static void test_kernels(void **state)
     /* extreme softmax inputs: a -1e30 entry gets 0, no NaN */
     x[0] = 0.0f; x[1] = -1e30f; x[2] = 5.0f;
     for (int i = 3; i < 11; i++) x[i] = -100.0f;
-    k->softmax(x, 11);
+    k->softmax(x, 11, 1.0f);
     for (int i = 0; i < 11; i++) assert_false(isnan(x[i]));
     assert_true(x[1] < 1e-30f);
 }
@@ -722,6 +725,26 @@ static void check_own_gemm(const struct vs_cpu_kernels *k, int M, int N, int K, 
         k->sgemm(&g, ws, 2);
         assert_memory_equal(C + (size_t)m * ldc, C1 + (size_t)m * ldc, (size_t)N * sizeof(float));
     }
+    /* W stored (K, N) (w_kn, ldw = N + 2): the same bits, on 1 and 2 threads */
+    float *Wt = malloc(((size_t)K * (N + 2) + 1) * sizeof(float));
+    assert_non_null(Wt);
+    for (int i = 0; i < K; i++)
+        for (int n = 0; n < N + 2; n++) Wt[(size_t)i * (N + 2) + n] = n < N ? W[(size_t)n * K + i] : NAN;
+    g.M = M;
+    g.A = A;
+    g.W = Wt;
+    g.ldw = N + 2;
+    g.w_kn = 1;
+    for (int t = 1; t <= 2; t++) {
+        memcpy(C1, C0, (size_t)M * ldc * sizeof(float));
+        g.C = C1;
+        k->sgemm(&g, ws, t);
+        assert_memory_equal(C, C1, (size_t)M * ldc * sizeof(float));
+    }
+    g.W = W;
+    g.ldw = K;
+    g.w_kn = 0;
+    free(Wt);
     /* a persistent packed copy (sgemm_pack): calls that use it (W replaced
      * by NaNs to prove it is not read) give the same bits */
     const size_t pf = vs_model_cpu_gemm_packed_floats(N, K);
@@ -882,9 +905,56 @@ static void test_own_vs_onednn(void **state)
     }
     print_message("  own GEMM vs oneDNN: max|d| = %.3g (logit scale %.3g)\n", worst, scale);
     assert_true(worst <= 1e-5 * scale);
+    /* the own Linears with oneDNN's attention (VS_CPU_ATTN=onednn, kept for
+     * side-by-side measurements) */
+    setenv("VS_CPU_GEMM", "own", 1);
+    setenv("VS_CPU_ATTN", "onednn", 1);
+    void *mix = backend_new(&m, VS_PRECISION_FP32, 3);
+    unsetenv("VS_CPU_GEMM");
+    unsetenv("VS_CPU_ATTN");
+    run_forward(mix, pix, 3, a);
+    worst = 0;
+    for (int i = 0; i < 3 * g->labels; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    print_message("  own Linears + oneDNN attention vs oneDNN: max|d| = %.3g\n", worst);
+    assert_true(worst <= 1e-5 * scale);
+    vs_backend_cpu.destroy(mix);
     vs_backend_cpu.destroy(own);
     vs_backend_cpu.destroy(dnn);
     free(pix); free(a); free(b);
+    tmodel_free(&m);
+}
+
+/* With the own GEMM (the Linears, and attention head by head) an image's
+ * logits are the same bits on 1, 2, 3 and 5 threads: every element is the
+ * same float operations whatever thread computes it.  12 heads, so that
+ * heads outnumber threads and the threads take several each. */
+static void test_thread_invariance(void **state)
+{
+    (void)state;
+    if (!vs_model_cpu_kernels()->sgemm) return;
+    struct tmodel m;
+    tmodel_init(&m, 3, 32, 32, 8, 48, 12, 96, 2, 9, VS_ACT_GELU, true, 57);
+    const struct vs_vit_config *g = &m.cfg;
+    float *pix = random_pixels(g, 2);
+    const size_t nl = (size_t)2 * g->labels;
+    float *ref = malloc(nl * sizeof(float)), *got = malloc(nl * sizeof(float));
+    assert_true(ref && got);
+    setenv("VS_CPU_GEMM", "own", 1);
+    const int threads[] = {1, 2, 3, 5};
+    for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++) {
+        struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = threads[t],
+                                    .max_batch = 2};
+        struct vs_err err = {0};
+        void *ctx = NULL;
+        if (vs_backend_cpu.create(&m.cfg, &m.w, &o, &ctx, &err) != VS_OK)
+            fail_msg("create (%d threads): %s", threads[t], err.msg);
+        run_forward(ctx, pix, 2, t == 0 ? ref : got);
+        if (t > 0) assert_memory_equal(got, ref, nl * sizeof(float));
+        vs_backend_cpu.destroy(ctx);
+    }
+    unsetenv("VS_CPU_GEMM");
+    print_message("  own GEMM and attention: 1, 2, 3, 5 threads give the same bits\n");
+    free(pix); free(ref); free(got);
     tmodel_free(&m);
 }
 
@@ -910,6 +980,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_own_gemm),
         cmocka_unit_test(test_ref_onednn_gemm),
         cmocka_unit_test(test_own_vs_onednn),
+        cmocka_unit_test(test_thread_invariance),
         cmocka_unit_test(test_prepack),
         cmocka_unit_test(test_ref_nonsquare_3layers),
         cmocka_unit_test(test_ref_one_head_no_qkv_bias),
