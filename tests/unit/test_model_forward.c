@@ -931,7 +931,10 @@ static void test_own_vs_onednn(void **state)
 static void test_thread_invariance(void **state)
 {
     (void)state;
-    if (!vs_model_cpu_kernels()->sgemm) return;
+    if (!vs_model_cpu_kernels()->sgemm) {
+        print_message("  no AVX2+FMA: own GEMM not in use, nothing to test\n");
+        return;
+    }
     struct tmodel m;
     tmodel_init(&m, 3, 32, 32, 8, 48, 12, 96, 2, 9, VS_ACT_GELU, true, 57);
     const struct vs_vit_config *g = &m.cfg;
