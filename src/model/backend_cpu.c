@@ -60,9 +60,10 @@
  * adds (vpmaddubsw), so weights are limited to 7 bits (qmax 63) there:
  * 2 * 255 * 63 < 32767 keeps them exact.
  *
- * Primitives depend only on n (every layer has the same shapes), so a plan
- * (about 8 primitives) is built per batch size on first use and cached:
- * create() builds nothing, keeping start-up fast.
+ * A batch runs image by image (run_images), so every layer of every pass
+ * has the same shapes: one plan of about 8 primitives (none on the own
+ * GEMM) serves all, built on the first forward and kept (int8 builds it at
+ * create, which fixes the weights' layout); the scratch holds one image.
  *
  * Threads: create/destroy from one thread; forward() from one thread at a
  * time (the batcher).  forward() sets the OpenMP thread count of the
@@ -98,7 +99,7 @@ struct mm {
     char impl[32];
 };
 
-/* The primitives for one batch size n. */
+/* The primitives of the one-image pass (n = 1 in the shapes below). */
 struct plan {
     bool ready;
     struct mm patch;   /* (n,G,K0) x (K0,D) + b, sum into x[:,1:] */
@@ -132,7 +133,7 @@ struct cpu_ctx {
     dnnl_engine_t eng;
     dnnl_stream_t strm;
 
-    /* scratch for max_batch images (pages touched only as n requires) */
+    /* scratch for one image: a batch runs image by image (run_images) */
     float *x;       /* (n, T, D) residual stream */
     float *xn;      /* (n, T, D) LayerNorm output, then attention output */
     float *qkv;     /* (3, n*T, D): Q, then K, then V */
@@ -146,7 +147,7 @@ struct cpu_ctx {
     float *azp;     /* int8: (n*T) their zero points */
     float *acc;     /* int8: (n*T, D) GEMM output before dequantization */
 
-    struct plan *plans;             /* [max_batch + 1], by n */
+    struct plan plan;               /* built on the first forward (int8: at create) */
     struct q8_layer *q8;            /* [L] when INT8 */
     int8_t *q8_mem;
     float *q8_scales;
@@ -614,30 +615,6 @@ static enum vs_status q8_relayout(struct cpu_ctx *c, struct vs_err *err)
     return VS_OK;
 }
 
-/* int8: true when every batch size 1..max_batch accepts the weight layouts
- * in q8_md (checked on primitive descriptors only, which generate no code),
- * so that reordering the weights into them cannot strand a later plan. */
-static bool q8_layout_fits_all(struct cpu_ctx *c)
-{
-    const struct vs_vit_config *g = &c->cfg;
-    const int64_t D = g->hidden, F = g->mlp, T = g->tokens;
-    for (int n = 1; n <= c->max_batch; n++)
-        for (int i = 0; i < 3; i++) {
-            const int64_t K = i == 0 ? D : (i == 1 ? VS_MIN(D, F) : VS_MAX(D, F));
-            const int64_t N = i == 0 ? D : (i == 1 ? VS_MAX(D, F) : VS_MIN(D, F));
-            dnnl_memory_desc_t a, d;
-            md_rows(&a, n * T, K, K, dnnl_u8);
-            md_rows(&d, n * T, N, N, dnnl_f32);
-            dnnl_matmul_desc_t desc;
-            dnnl_primitive_desc_t pd = NULL;
-            dnnl_status_t s = dnnl_matmul_desc_init(&desc, &a, &c->q8_md[i], NULL, &d);
-            if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, NULL, c->eng, NULL);
-            if (pd) dnnl_primitive_desc_destroy(pd);
-            if (s != dnnl_success) return false;
-        }
-    return true;
-}
-
 static void plan_destroy(struct plan *p)
 {
     mm_destroy(&p->patch);
@@ -652,10 +629,11 @@ static void plan_destroy(struct plan *p)
     p->ready = false;
 }
 
-static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
+static enum vs_status plan_build(struct cpu_ctx *c, struct vs_err *err)
 {
     const struct vs_vit_config *g = &c->cfg;
-    struct plan *p = &c->plans[n];
+    struct plan *p = &c->plan;
+    const int64_t n = 1;   /* images per pass */
     const int64_t T = g->tokens, D = g->hidden, H = g->heads, dh = D / H;
     const int64_t F = g->mlp, G = (int64_t)g->grid_h * g->grid_w;
     const int64_t K0 = (int64_t)g->channels * g->patch * g->patch;
@@ -701,17 +679,6 @@ static enum vs_status plan_build(struct cpu_ctx *c, int n, struct vs_err *err)
         goto fail;
     if (c->prec == VS_PRECISION_INT8 && !c->q8_md_set) {
         c->q8_md_set = true;
-        if (!q8_layout_fits_all(c)) {
-            /* some batch size would not take the preferred layout: stay
-             * plain (every int8 kernel takes that) and rebuild this plan */
-            for (int i = 0; i < 3; i++) {
-                const int64_t K = i == 0 ? D : (i == 1 ? VS_MIN(D, F) : VS_MAX(D, F));
-                const int64_t N = i == 0 ? D : (i == 1 ? VS_MAX(D, F) : VS_MIN(D, F));
-                md_linear_w(&c->q8_md[i], K, N, dnnl_s8);
-            }
-            plan_destroy(p);
-            return plan_build(c, n, err);
-        }
         if ((st = q8_relayout(c, err)) != VS_OK) goto fail;
     }
 
@@ -795,7 +762,6 @@ head:
     return VS_OK;
 fail:
     plan_destroy(p);
-    vs_err_prefix(err, "batch size %d", n);
     return st;
 }
 
@@ -861,10 +827,7 @@ static void cpu_destroy(void *vctx)
 {
     struct cpu_ctx *c = vctx;
     if (!c) return;
-    if (c->plans) {
-        for (int n = 0; n <= c->max_batch; n++) plan_destroy(&c->plans[n]);
-        free(c->plans);
-    }
+    plan_destroy(&c->plan);
     if (c->strm) dnnl_stream_destroy(c->strm);
     if (c->eng) dnnl_engine_destroy(c->eng);
     free(c->x);
@@ -986,8 +949,8 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
                       isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
     c->wqmax = vnni ? 127 : 63;
 
-    /* scratch for max_batch images */
-    const size_t nb = (size_t)c->max_batch, T = (size_t)cfg->tokens, D = (size_t)cfg->hidden;
+    /* scratch for one image (nb = 1): the pass runs image by image */
+    const size_t nb = 1, T = (size_t)cfg->tokens, D = (size_t)cfg->hidden;
     const size_t H = (size_t)cfg->heads, F = (size_t)cfg->mlp;
     const size_t G = (size_t)cfg->grid_h * cfg->grid_w;
     const size_t K0 = (size_t)cfg->channels * cfg->patch * cfg->patch;
@@ -1005,7 +968,6 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
         c->col = alloc_floats(nb * G * K0, sizeof(float), &bytes);
         c->c = alloc_floats(nb * D, sizeof(float), &bytes);
         c->zeros = calloc(Z, sizeof(float));
-        c->plans = calloc(nb + 1, sizeof *c->plans);
         if (c->prec == VS_PRECISION_INT8) {
             c->aq = alloc_floats(M * VS_MAX(D, F), 1, &bytes);
             c->as = alloc_floats(M, sizeof(float), &bytes);
@@ -1032,18 +994,18 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
                                       sizeof(float), &bytes);
     }
     if (!ok || !c->x || !c->xn || !c->qkv || !c->S || !c->f || !c->col || !c->c ||
-        !c->zeros || !c->plans || ((c->own_gemm || c->own_attn) && !c->gemm_ws) ||
+        !c->zeros || ((c->own_gemm || c->own_attn) && !c->gemm_ws) ||
         (c->prec == VS_PRECISION_INT8 && (!c->aq || !c->as || !c->azp || !c->acc))) {
         cpu_destroy(c);
-        return vs_err_set(err, VS_NOMEM, "cpu backend: cannot allocate scratch for %d images "
-                          "(%zu bytes reserved so far)", opts->max_batch, bytes);
+        return vs_err_set(err, VS_NOMEM, "cpu backend: cannot allocate the forward pass's "
+                          "scratch (%zu bytes reserved so far)", bytes);
     }
     if (c->prec == VS_PRECISION_INT8) {
         omp_set_num_threads(c->threads);
         st = q8_build(c, &bytes, err);
         /* the first plan fixes the int8 weight layouts and reorders them:
          * do it now rather than on the first request */
-        if (st == VS_OK) st = plan_build(c, 1, err);
+        if (st == VS_OK) st = plan_build(c, err);
         if (st != VS_OK) {
             cpu_destroy(c);
             return st;
@@ -1196,22 +1158,21 @@ static void attn_own(struct cpu_ctx *c, const float *qkv, float *out, int n)
     }
 }
 
-static enum vs_status forward_rows(struct cpu_ctx *c, const float *pixels, int n,
-                                   float *logits, struct vs_err *err)
+/* One image: pixels (C, H, W) -> logits (labels). */
+static enum vs_status forward_one(struct cpu_ctx *c, const float *pixels, float *logits,
+                                  struct vs_err *err)
 {
     const struct vs_vit_config *g = &c->cfg;
     if (!pixels || !logits)
         return vs_err_set(err, VS_BAD_INPUT, "cpu backend: NULL pixels or logits");
-    if (n < 1 || n > c->max_batch)
-        return vs_err_set(err, VS_BAD_INPUT, "cpu backend: batch %d outside 1..%d",
-                          n, c->max_batch);
+    const int n = 1;   /* the shapes below are written for n images */
     const uint64_t t_start = vs_now_ns();
     omp_set_num_threads(c->threads);
-    struct plan *p = &c->plans[n];
+    struct plan *p = &c->plan;
     enum vs_status st;
     if (!p->ready) {
         const uint64_t t0 = vs_now_ns();
-        st = plan_build(c, n, err);
+        st = plan_build(c, err);
         c->st.plan_ns += vs_now_ns() - t0;
         if (st != VS_OK) return st;
     }
@@ -1369,8 +1330,8 @@ static enum vs_status run_images(struct cpu_ctx *c, const float *pixels,
                           n, c->max_batch);
     const size_t per_image = (size_t)c->cfg.channels * c->cfg.image_h * c->cfg.image_w;
     for (int b = 0; b < n; b++) {
-        enum vs_status st = forward_rows(c, rows ? rows[b] : pixels + per_image * b, 1,
-                                         logits + (size_t)c->cfg.labels * b, err);
+        enum vs_status st = forward_one(c, rows ? rows[b] : pixels + per_image * b,
+                                        logits + (size_t)c->cfg.labels * b, err);
         if (st != VS_OK) return st;
     }
     return VS_OK;
