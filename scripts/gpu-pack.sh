@@ -26,7 +26,7 @@ cmake -S "$ROOT" -B "$BUILD" -DVS_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
 # Required: the backend's own test and benchmark.  Optional: the rest
 # (written by others; a broken one must not stop the GPU run).
 required=(test_model_cuda vs-bench_cuda)
-optional=(vitserve vs-gen_vit vs-loadgen test_model_parity test_model_forward)
+optional=(vitserve vs-gen_vit vs-loadgen test_model_parity test_model_forward vs-bench_cpu)
 for t in "${required[@]}"; do
   echo "gpu-pack: building $t"
   cmake --build "$BUILD" --target "$t" -j"$JOBS" >"$BUILD.build-$t.log" 2>&1 \
