@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--json", help="also write the rows here, one JSON object per line")
     a = ap.parse_args()
 
+    import transformers
     from transformers import ViTForImageClassification
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -72,7 +73,7 @@ def main():
     base = ViTForImageClassification.from_pretrained(a.model, attn_implementation="sdpa").eval()
     cfg = base.config
     dev_name = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else "cpu"
-    print(f"gpu_torch: torch {torch.__version__}, {dev_name}, "
+    print(f"gpu_torch: torch {torch.__version__}, transformers {transformers.__version__}, {dev_name}, "
           f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, {cfg.num_labels} labels")
     models = {"fp32": base.to(a.device, torch.float32)}
     rows = []
@@ -105,7 +106,8 @@ def main():
             row = dict(precision=p, batch=b, vitserve_ms=v_med, vitserve_min_ms=v_min,
                        torch_ms=t_med, torch_min_ms=t_min, speedup=t_med / v_med,
                        vitserve_rel_err=v_err, torch_rel_err=t_err, top1_agree=agree,
-                       device=dev_name, torch=torch.__version__)
+                       device=dev_name, torch=torch.__version__,
+                       transformers=transformers.__version__)
             rows.append(row)
             print(f"{p:>9} {b:>5} | {v_med:11.3f} {b * 1e3 / v_med:8.0f} | {t_med:9.3f} {b * 1e3 / t_med:8.0f} | "
                   f"{t_med / v_med:7.2f}x | {v_err:32.2e} {t_err:8.2e} | {agree}/{b}", flush=True)
