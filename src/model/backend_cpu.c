@@ -1158,6 +1158,32 @@ static void attn_own(struct cpu_ctx *c, const float *qkv, float *out, int n)
     }
 }
 
+/* The same on oneDNN's plan (p->score, p->pv), image by image: S (H, T, T)
+ * of one image stays in cache between its two GEMMs and the softmax. */
+static enum vs_status attn_onednn(struct cpu_ctx *c, struct plan *p, float *qkv, float *out,
+                                  int n, struct vs_err *err)
+{
+    const struct vs_vit_config *g = &c->cfg;
+    const int64_t T = g->tokens, D = g->hidden, H = g->heads, M = n * T;
+    float *S = c->S;
+    enum vs_status st;
+    for (int b = 0; b < n; b++) {
+        float *qb = qkv + (size_t)b * T * D, *kb = qb + M * D, *vb = kb + M * D;
+        /* S = Q K^T / sqrt(dh)  (H, T, T) */
+        void *ps[3] = {qb, kb, S};
+        if ((st = mm_run(c, &p->score, ps, err)) != VS_OK) return st;
+        /* softmax over keys, one row per (h, query) */
+        void (*sm)(float *, int, float) = c->k->softmax;
+        const int64_t rows = H * T;
+        #pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; r++) sm(S + r * T, (int)T, 1.0f);
+        /* out_b = S V  -> (T, H, dh) = (T, D), heads concatenated */
+        void *pv[3] = {S, vb, out + (size_t)b * T * D};
+        if ((st = mm_run(c, &p->pv, pv, err)) != VS_OK) return st;
+    }
+    return VS_OK;
+}
+
 /* One image: pixels (C, H, W) -> logits (labels). */
 static enum vs_status forward_one(struct cpu_ctx *c, const float *pixels, float *logits,
                                   struct vs_err *err)
@@ -1179,7 +1205,7 @@ static enum vs_status forward_one(struct cpu_ctx *c, const float *pixels, float 
 
     const int C = g->channels, P = g->patch, Hh = g->image_h, Ww = g->image_w;
     const int gh = g->grid_h, gw = g->grid_w;
-    const int64_t T = g->tokens, D = g->hidden, H = g->heads, F = g->mlp;
+    const int64_t T = g->tokens, D = g->hidden, F = g->mlp;
     const int64_t G = (int64_t)gh * gw, K0 = (int64_t)C * P * P, M = n * T;
 
     /* im2col: col[b][gy*gw+gx][(ch*P + ky)*P + kx] = pix[b][ch][gy*P+ky][gx*P+kx],
@@ -1219,7 +1245,7 @@ static enum vs_status forward_one(struct cpu_ctx *c, const float *pixels, float 
         if ((st = mm_run(c, &p->patch, pp, err)) != VS_OK) return st;
     }
 
-    float *xn = c->xn, *qkv = c->qkv, *S = c->S, *f = c->f;
+    float *xn = c->xn, *qkv = c->qkv, *f = c->f;
     const bool int8 = c->prec == VS_PRECISION_INT8;
     for (int l = 0; l < g->layers; l++) {
         const struct vs_vit_layer *ly = &c->w.layer[l];
@@ -1250,23 +1276,10 @@ static enum vs_status forward_one(struct cpu_ctx *c, const float *pixels, float 
             }
             if (st != VS_OK) return st;
         }
-        /* attention, image by image (S stays in cache) */
+        /* attention (attn_own, or attn_onednn) */
         const uint64_t t_attn = vs_now_ns();
         if (c->own_attn) attn_own(c, qkv, xn, n);
-        for (int b = 0; !c->own_attn && b < n; b++) {
-            float *qb = qkv + (size_t)b * T * D, *kb = qb + M * D, *vb = kb + M * D;
-            /* S = Q K^T / sqrt(dh)  (H, T, T) */
-            void *ps[3] = {qb, kb, S};
-            if ((st = mm_run(c, &p->score, ps, err)) != VS_OK) return st;
-            /* softmax over keys, one row per (h, query) */
-            void (*sm)(float *, int, float) = c->k->softmax;
-            const int64_t rows = H * T;
-            #pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < rows; r++) sm(S + r * T, (int)T, 1.0f);
-            /* xn_b = S V  -> (T, H, dh) = (T, D), heads concatenated */
-            void *pv[3] = {S, vb, xn + (size_t)b * T * D};
-            if ((st = mm_run(c, &p->pv, pv, err)) != VS_OK) return st;
-        }
+        else if ((st = attn_onednn(c, p, qkv, xn, n, err)) != VS_OK) return st;
         c->st.attn_ns += vs_now_ns() - t_attn;
         /* x += xn o_w^T + o_b */
         if ((st = linear_run(c, &p->oproj, xn, M, (int)D, (int)D, ly->o_w, wpk_of(c, l, 3),
