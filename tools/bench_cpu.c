@@ -149,7 +149,12 @@ __attribute__((target("avx2,fma"))) static void *fma_loop(void *arg)
         a6 = _mm256_fmadd_ps(a6, m, c); a7 = _mm256_fmadd_ps(a7, m, c);
         a8 = _mm256_fmadd_ps(a8, m, c); a9 = _mm256_fmadd_ps(a9, m, c);
         a10 = _mm256_fmadd_ps(a10, m, c); a11 = _mm256_fmadd_ps(a11, m, c);
-        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3));
+        /* every accumulator through the barrier: they start equal, and
+         * GCC merged the ones left out into one chain (5 FMAs per
+         * iteration instead of 12), which put this "peak" ~1.4x too high
+         * (253 instead of ~180 GFLOP/s on the 2-vCPU EPYC) until session 6 */
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5),
+                         "+x"(a6), "+x"(a7), "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11));
     }
     __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
                                _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7)));
