@@ -5,12 +5,18 @@
 # summary at the end.  Every step has a hard timeout so one hang cannot eat
 # the lease; the whole script targets < 4 minutes.
 #
-#   OUT=/some/dir bash scripts/gpu-check.sh [--quick | --serve]
+#   OUT=/some/dir bash scripts/gpu-check.sh [--quick | --serve | --cpu]
 # --quick: the CUDA test + a short fp16/bf16 benchmark and profile only.
 # --serve: the CUDA tests, `vitserve bench` on a generated ViT-B/16 and the
 #          HTTP load test against `vitserve serve --device cuda`, then
 #          bench/gpu_torch.py: PyTorch + transformers on the same card, same
 #          weights, same input (docs/gpu.md).
+# --cpu:   no GPU work: the host CPU (a Xeon with AVX-512 on the lent
+#          machines) runs test_model_forward, which checks the own GEMM's
+#          AVX-512 kernel bit for bit against the AVX2 one, then times it
+#          against oneDNN and against the AVX2 kernel (vs-bench_cpu --ab,
+#          --ab-avx2, --gemm-api) on 2 pinned cores and on all of them
+#          (docs/forward.md, "The AVX-512 kernel").  About 3 minutes.
 set -u
 ROOT="$(pwd)"
 G="$ROOT/.gpu"
@@ -21,6 +27,7 @@ LOG="$OUT/gpu.log"
 exec > >(tee -a "$LOG") 2>&1
 QUICK=0; [ "${1:-}" = "--quick" ] && QUICK=1
 SERVE=0; [ "${1:-}" = "--serve" ] && SERVE=1
+CPU=0; [ "${1:-}" = "--cpu" ] && CPU=1
 T_START=$(date +%s)
 SUMMARY=()
 
@@ -95,6 +102,28 @@ done
 # --- correctness ---------------------------------------------------------------
 export VS_SHARED="$G/shared" VS_TMP="$OUT/tmp" VS_TOOLS="$G/bin"
 mkdir -p "$VS_TMP"
+
+# --- --cpu: the host CPU, the own GEMM's AVX-512 kernel against oneDNN --------
+if [ $CPU -eq 1 ]; then
+  echo; echo "=== cpu"
+  grep -m1 "model name" /proc/cpuinfo
+  grep -m1 -o -E "avx512f|avx512_vnni|amx_tile" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+  BC="$G/bin/vs-bench_cpu"
+  export OMP_WAIT_POLICY=PASSIVE
+  step "test_model_forward" 180 "$G/bin/test_model_forward"
+  step "ab own vs oneDNN, 2 cores" 120 taskset -c 0,1 "$BC" --ab --batch 1 --iters 8 --threads 2
+  step "ab own vs own-avx2, 2 cores" 120 taskset -c 0,1 "$BC" --ab-avx2 --batch 1 --iters 8 --threads 2
+  step "ab own vs oneDNN, 2 cores, b8" 120 taskset -c 0,1 "$BC" --ab --batch 8 --iters 2 --threads 2
+  step "gemm shapes, 2 cores" 120 taskset -c 0,1 "$BC" --gemm-api --layers 1 --iters 10 --threads 2
+  step "ab own vs oneDNN, all cores" 120 "$BC" --ab --batch 1 --iters 8
+  echo; echo "================ SUMMARY ($(($(date +%s) - T_START)) s) ================"
+  for s in "${SUMMARY[@]}"; do echo "  $s"; done
+  grep -E "own GEMM on its|GEMM cases|same bits|FAILED|PASSED" "$LOG" | sort -u
+  grep -E "^  (own|oneDNN)|/ own:|GFLOP/s|peak" "$LOG" | head -60
+  echo "log: $LOG"
+  sleep 1
+  exit 0
+fi
 
 # --- --serve: the engine and the HTTP server with dynamic batching on the GPU --
 if [ $SERVE -eq 1 ]; then

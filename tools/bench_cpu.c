@@ -8,7 +8,7 @@
  *
  *   vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T]
  *                [--precision fp32|int8] [--layers L] [--contend]
- *                [--gemm-layout] [--compare-int8] [--gemm-api] [--ab] [--ab-prepack] [--ab-attn]
+ *                [--gemm-layout] [--compare-int8] [--gemm-api] [--ab] [--ab-prepack] [--ab-attn] [--ab-avx2]
  *
  * --contend runs one extra busy thread (standing in for the HTTP/decode
  * threads) and reports how much work it got done: with OMP_WAIT_POLICY
@@ -20,12 +20,15 @@
  * --gemm-api times the encoder's GEMM shapes (M = 197, and the patch
  * embedding's M = 196) through every entry point at hand: oneDNN's matmul
  * primitive with the weights in place, the same with a reordered copy,
- * dnnl_sgemm (the BLAS-style API), and our own AVX2 GEMM (cpu_kernels.c),
+ * dnnl_sgemm (the BLAS-style API), and our own GEMM (cpu_kernels.c; the
+ * AVX-512 12x32 kernel on AVX-512 machines, else the AVX2 one),
  * interleaved, with GFLOP/s against this machine's FMA peak.  --ab runs the
  * whole forward on our own GEMM and on oneDNN (VS_CPU_GEMM=onednn)
  * alternately, for each --batch; --ab-prepack the own GEMM with and without
  * its packed weight copies; --ab-attn attention on the own GEMM (the
- * default) and on oneDNN (VS_CPU_ATTN=onednn).
+ * default) and on oneDNN (VS_CPU_ATTN=onednn); --ab-avx2 the own GEMM's
+ * kernel for this CPU (the AVX-512 one where there is AVX-512F) and its
+ * AVX2 kernel (VS_CPU_GEMM=own-avx2).
  *
  * Other engineers compile on the same 2 cores: numbers are noisy; repeat
  * and take the best/median.  Not a test: prints, asserts nothing.
@@ -411,12 +414,13 @@ static void gemm_api(int iters, int threads)
         fill(bias, N, 0.1f, 0);
         for (int i = 0; i < 4; i++) C[i] = malloc(M * N * sizeof(float));
         struct gvar v[4] = {{.name = "matmul ba"}, {.name = "matmul any (copy)"},
-                            {.name = "dnnl_sgemm N,T"}, {.name = "own avx2 6x16 (in place)"}};
+                            {.name = "dnnl_sgemm N,T"}, {.name = "own GEMM (in place)"}};
         mm_setup(&v[0], eng, strm, M, K, N, A, W, bias, C[0], false);
         mm_setup(&v[1], eng, strm, M, K, N, A, W, bias, C[1], true);
         v[2].ok = true;
         const struct vs_cpu_kernels *kr = vs_model_cpu_kernels();
         v[3].ok = kr->sgemm != NULL;
+        if (v[3].ok) printf("own GEMM: its %s kernel\n", kr->gemm_isa);
         float *ws = NULL;
         if (v[3].ok && posix_memalign((void **)&ws, 64, (size_t)threads *
                                       vs_model_cpu_gemm_ws_floats() * sizeof(float)) != 0)
@@ -485,7 +489,7 @@ static int cmp_double(const void *a, const void *b)
 /* Two fp32 backends on the same weights, one on our own GEMM
  * (VS_CPU_GEMM=own) and one on oneDNN (VS_CPU_GEMM=onednn), forwards
  * alternated so that machine noise hits both. */
-enum ab_mode { AB_ONEDNN, AB_PREPACK, AB_ATTN };
+enum ab_mode { AB_ONEDNN, AB_PREPACK, AB_ATTN, AB_AVX2 };
 
 static int ab_forward(const struct vitb *m, int threads, int n, int iters, enum ab_mode mode)
 {
@@ -493,7 +497,8 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters, enum 
                                 .max_batch = n};
     struct vs_err err = {0};
     void *ctx[2] = {NULL, NULL};
-    /* --ab: own GEMM vs oneDNN; --ab-prepack: own GEMM with its packed
+    /* --ab: own GEMM vs oneDNN; --ab-avx2: own GEMM vs its AVX2 kernel;
+     * --ab-prepack: own GEMM with its packed
      * weight copies (the default) vs packing on every call; --ab-attn:
      * attention on the own GEMM (the default) vs on oneDNN */
     setenv("VS_CPU_GEMM", "own", 1);
@@ -502,6 +507,7 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters, enum 
     vs_backend_cpu.settle(ctx[0]);
     if (mode == AB_PREPACK) setenv("VS_CPU_PREPACK", "0", 1);
     else if (mode == AB_ATTN) setenv("VS_CPU_ATTN", "onednn", 1);
+    else if (mode == AB_AVX2) setenv("VS_CPU_GEMM", "own-avx2", 1);
     else setenv("VS_CPU_GEMM", "onednn", 1);
     if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[1], &err) != VS_OK) goto fail;
     vs_backend_cpu.settle(ctx[1]);
@@ -535,8 +541,9 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters, enum 
     printf("\nbatch %d, %d alternated forwards each: ms per batch (median / min), GFLOP/s at the median\n",
            n, iters);
     const char *bname = mode == AB_PREPACK ? "own, no prepack" :
-                        mode == AB_ATTN ? "oneDNN attention" : "oneDNN matmul";
-    const char *names[2] = {"own AVX2 GEMM", bname};
+                        mode == AB_ATTN ? "oneDNN attention" :
+                        mode == AB_AVX2 ? "own AVX2 GEMM" : "oneDNN matmul";
+    const char *names[2] = {"own GEMM", bname};
     double med[2];
     for (int j = 0; j < 2; j++) {
         qsort(t[j], iters, sizeof(double), cmp_double);
@@ -561,7 +568,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T] "
                     "[--precision fp32|int8] [--layers L] [--contend] [--gemm-layout] "
-                    "[--compare-int8] [--gemm-api] [--ab] [--ab-prepack] [--ab-attn]\n");
+                    "[--compare-int8] [--gemm-api] [--ab] [--ab-prepack] [--ab-attn] [--ab-avx2]\n");
 }
 
 static int compare_int8(const struct vitb *m, int threads, int nimg)
@@ -640,6 +647,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ab")) ab = true;
         else if (!strcmp(a, "--ab-prepack")) ab = true, abm = AB_PREPACK;
         else if (!strcmp(a, "--ab-attn")) ab = true, abm = AB_ATTN;
+        else if (!strcmp(a, "--ab-avx2")) ab = true, abm = AB_AVX2;
         else { usage(); return 2; }
     }
     int maxb = 1;

@@ -1,7 +1,9 @@
 /* cpu_kernels.c: LayerNorm, softmax and int8 row quantization for the CPU
  * backend, in a portable version and an AVX2+FMA version; and, AVX2+FMA
  * only, our own fp32 GEMM for the Linears (at the end of the file), with
- * bias, activation and residual fused into its epilogue.
+ * bias, activation and residual fused into its epilogue: a 6x16 AVX2
+ * kernel, and a 12x32 one for AVX-512 machines (cpu_gemm_x16.inc), both
+ * driven by the same team loop (cpu_gemm_team.inc).
  *
  * The library is compiled with -O2 and no -march, which leaves these float
  * reductions scalar (GCC may not reorder float sums) and has no vector exp,
@@ -9,7 +11,8 @@
  * __attribute__((target("avx2,fma"))); vs_model_cpu_kernels() picks them
  * when __builtin_cpu_supports says the CPU has both.  AVX2 is the common
  * ground of the AVX-512 Xeons the project targets and of AMD Zen machines;
- * these loops are ~2% of a forward pass, so no AVX-512 variant is kept.
+ * these loops are ~2% of a forward pass, so no AVX-512 variant is kept
+ * (the GEMM's is the exception).
  *
  * Invariants: every kernel reads and writes exactly its row; no state; any
  * thread may run any kernel on disjoint rows concurrently.  The GEMM is
@@ -354,7 +357,13 @@ VS_AVX2 static void dequant_avx2(float *y, const float *acc, float sa, float zp,
  * sequentially.  On the 2-vCPU EPYC packing was ~8-10% of a GEMM's time (a
  * perf profile); the whole forward gained 6-7% (vs-bench_cpu --ab-prepack).
  * The sum over k runs k = 0, 1, ..., K-1 into one accumulator per C element
- * whatever M, the row or the thread: results do not depend on the batch. */
+ * whatever M, the row or the thread: results do not depend on the batch.
+ *
+ * The team loop (work items, packing or the packed copy, prefetches, the
+ * epilogue) is cpu_gemm_team.inc, included below once per kernel: the 6x16
+ * AVX2 kernel here, and the 12x32 16-lane one (cpu_gemm_x16.inc) that
+ * AVX-512 machines get with VS_CPU_GEMM=own.  Every instance sums each
+ * element in the same order: the same bits. */
 
 #define SG_MR 6
 #define SG_NR 16
@@ -363,7 +372,9 @@ VS_AVX2 static void dequant_avx2(float *y, const float *acc, float sa, float zp,
 
 size_t vs_model_cpu_gemm_ws_floats(void)
 {
-    return (size_t)SG_KC * SG_NR + (size_t)SG_MC * SG_NR;
+    /* up to two panels per tile (the 12x32 kernel): two packed blocks,
+     * two strips */
+    return 2 * ((size_t)SG_KC * SG_NR + (size_t)SG_MC * SG_NR);
 }
 
 size_t vs_model_cpu_gemm_packed_floats(int64_t N, int64_t K)
@@ -604,115 +615,6 @@ VS_AVX2 static void sg_epilogue_tile(float *c, int64_t ldc, const float *ct, int
     }
 }
 
-/* One thread of the team: takes work items (an SG_MC-row chunk x a run of
- * column panels) from the shared counter *next until none is left.  Dynamic
- * rather than a fixed half each: on a shared machine (the HTTP and decode
- * threads, other processes) one thread often runs slower, and a static
- * split would make every GEMM wait for it.  Which thread computes an item
- * changes nothing in its results. */
-VS_AVX2 __attribute__((noinline)) static void sg_thread(const struct vs_cpu_gemm *g, float *ws,
-                                                        int tid, int nt, int64_t *next)
-{
-    const int64_t panels = (g->N + SG_NR - 1) / SG_NR;
-    const int64_t mchunks = (g->M + SG_MC - 1) / SG_MC;
-    /* about 8 grabs per thread and m-chunk: small enough to even out a
-     * slow thread, big enough that the counter is not contended */
-    int64_t run = panels / (8 * (int64_t)nt);
-    run = run < 1 ? 1 : run;
-    const int64_t runs = (panels + run - 1) / run;
-    float *const scratch = ws + (size_t)tid * vs_model_cpu_gemm_ws_floats();
-    float *ct = scratch + SG_KC * SG_NR;
-    const bool reuse = g->Wp != NULL;
-    for (;;) {
-        const int64_t item = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
-        if (item >= mchunks * runs) break;
-        const int64_t m0 = item / runs * SG_MC;
-        const int64_t p0 = item % runs * run;
-        const int64_t p1 = p0 + run < panels ? p0 + run : panels;
-        const int mc = (int)(g->M - m0 < SG_MC ? g->M - m0 : SG_MC);
-        const float *A = g->A + m0 * g->lda;
-        for (int64_t pj = p0; pj < p1; pj++) {
-            const int64_t n0 = pj * SG_NR;
-            const int nv = (int)(g->N - n0 < SG_NR ? g->N - n0 : SG_NR);
-            if (g->K <= 0) {   /* an empty sum: C (+)= act(bias) */
-                for (int i = 0; i < SG_MC * SG_NR; i++) ct[i] = 0.0f;
-                for (int i = 0; i < mc; i++)
-                    sg_epilogue(g->C + (m0 + i) * g->ldc + n0, ct + i * SG_NR, nv,
-                                g->bias ? g->bias + n0 : NULL, g);
-            }
-            for (int64_t k0 = 0; k0 < g->K; k0 += SG_KC) {
-                const int kc = (int)(g->K - k0 < SG_KC ? g->K - k0 : SG_KC);
-                /* the (kc, 16) block of W^T: in the persistent copy (panel
-                 * pj's K rows of 16, K blocks back to back), or in ws */
-                const float *bp = reuse ? g->Wp + (pj * g->K + k0) * SG_NR : scratch;
-                if (!reuse && g->w_kn)
-                    sg_pack_kn(scratch, g->W + k0 * g->ldw + n0, g->ldw, nv, kc);
-                else if (!reuse)
-                    sg_pack(scratch, g->W + n0 * g->ldw + k0, g->ldw, nv, kc);
-                /* the block used next (this panel's next K block, or the
-                 * next panel's first) prefetched into L2 a few lines per
-                 * tile while these tiles compute: in a forward the weights
-                 * come from DRAM (ViT-B streams 340 MB of them per image).
-                 * Packed copy: the next block simply follows this one (one
-                 * 64-byte line per k).  In place: 16 rows of W, latency-
-                 * bound without it.  Measured 1-5% per GEMM in place
-                 * (in-process A/B, weights larger than L3). */
-                const float *pw = NULL;
-                int pnv = 0, plines = 0;
-                int64_t pld = g->ldw;
-                const bool more_k = k0 + SG_KC < g->K, more_p = pj + 1 < p1;
-                const int64_t kn = more_k ? g->K - k0 - SG_KC : g->K;   /* next block's K left */
-                if ((more_k || more_p) && (reuse || !g->w_kn)) {   /* (K, N): small, cached */
-                    plines = (int)(kn < SG_KC ? kn : SG_KC);
-                    if (reuse) {
-                        pw = bp + (int64_t)kc * SG_NR;
-                        pnv = 1;
-                        pld = 0;
-                    } else {
-                        pw = more_k ? g->W + n0 * g->ldw + k0 + SG_KC : g->W + (n0 + SG_NR) * g->ldw;
-                        pnv = more_k ? nv : (int)(g->N - n0 - SG_NR < SG_NR ? g->N - n0 - SG_NR : SG_NR);
-                        plines = (plines + 15) / 16;
-                    }
-                }
-                const int ptotal = pnv * plines, tiles = (mc + SG_MR - 1) / SG_MR;
-                const int per_tile = (ptotal + tiles - 1) / tiles;
-                int pdone = 0;
-                for (int i = 0; i < mc; i += SG_MR) {
-                    for (int q = 0; q < per_tile && pdone < ptotal; q++, pdone++)
-                        _mm_prefetch((const char *)(pw + (pdone / plines) * pld +
-                                                    (pdone % plines) * 16), _MM_HINT_T1);
-                    /* rows past mc repeat row i (computed, never stored) */
-                    const float *a[SG_MR];
-                    for (int r = 0; r < SG_MR; r++)
-                        a[r] = A + (int64_t)(i + r < mc ? i + r : i) * g->lda + k0;
-                    /* In the last K block each tile's epilogue follows its
-                     * kernel (its 6x16 partial sums still in L1), and the C
-                     * lines of the next tile's epilogue are prefetched now:
-                     * one 64-byte line per row, rows ldc apart, which the
-                     * hardware prefetcher does not foresee.  Run as a
-                     * separate pass after the panel, each row's C line was
-                     * a miss that stalled the epilogue: the residual GEMM
-                     * (attention output, C += ...) ran 15% slower than the
-                     * same shape without it (in-process harness, best of
-                     * 5: 68-71 -> 81 GFLOP/s on one core; fc1 +4%, fc2
-                     * +3%).  Same operations per element: same results. */
-                    const bool last = k0 + SG_KC >= g->K;
-                    if (last)
-                        for (int r = i + SG_MR; r < i + 2 * SG_MR && r < mc; r++)
-                            _mm_prefetch((const char *)(g->C + (m0 + r) * g->ldc + n0),
-                                         _MM_HINT_T0);
-                    sg_kernel(kc, a[0], a[1], a[2], a[3], a[4], a[5], bp, ct + i * SG_NR,
-                              k0 == 0);
-                    if (last)
-                        sg_epilogue_tile(g->C + (m0 + i) * g->ldc + n0, g->ldc,
-                                         ct + i * SG_NR, mc - i < SG_MR ? mc - i : SG_MR, nv,
-                                         g->bias ? g->bias + n0 : NULL, g);
-                }
-            }
-        }
-    }
-}
-
 /* The persistent copy: panel by panel, each panel's K blocks back to back,
  * every block exactly what sg_thread would pack into ws. */
 VS_AVX2 static void sgemm_pack_avx2(const float *W, int64_t ldw, int64_t N, int64_t K,
@@ -728,27 +630,56 @@ VS_AVX2 static void sgemm_pack_avx2(const float *W, int64_t ldw, int64_t N, int6
     }
 }
 
-static void sgemm_avx2(const struct vs_cpu_gemm *g, float *ws, int threads)
-{
-    if (g->M <= 0 || g->N <= 0) return;
-    int64_t next = 0;
-    if (threads <= 1) {   /* no parallel region: callable inside one */
-        sg_thread(g, ws, 0, 1, &next);
-        return;
-    }
-    #pragma omp parallel num_threads(threads)
-    sg_thread(g, ws, omp_get_thread_num(), omp_get_num_threads(), &next);
-}
+/* The team loop and entry point for the AVX2 6x16 kernel: sgemm_avx2 */
+#define GT_NAME(x) x##_avx2
+#define GT_TARGET VS_AVX2
+#define GT_MR SG_MR
+#define GT_NP 1
+#define GT_KERNEL(kc, a, bp, ct, first) \
+    sg_kernel(kc, a[0], a[1], a[2], a[3], a[4], a[5], bp[0], ct[0], first)
+#include "cpu_gemm_team.inc"
+#undef GT_NAME
+#undef GT_TARGET
+#undef GT_MR
+#undef GT_NP
+#undef GT_KERNEL
+
+/* The 12x32 kernel for AVX-512 machines (sgemm_x16), and the same code on
+ * pairs of AVX2 registers for the tests (sgemm_x16emu) */
+#define X16_NATIVE 1
+#define X16_SUFFIX _x16
+#define X16_TARGET __attribute__((target("avx512f,avx2,fma")))
+#include "cpu_gemm_x16.inc"
+#undef X16_NATIVE
+#undef X16_SUFFIX
+#undef X16_TARGET
+#define X16_NATIVE 0
+#define X16_SUFFIX _x16emu
+#define X16_TARGET VS_AVX2
+#include "cpu_gemm_x16.inc"
+#undef X16_NATIVE
+#undef X16_SUFFIX
+#undef X16_TARGET
 
 /* ---- dispatch --------------------------------------------------------- */
 
 static const struct vs_cpu_kernels k_generic = {
     ln_generic, softmax_generic, quant_generic, quant_u8_generic, dequant_generic,
-    NULL, NULL, "generic"
+    NULL, NULL, "generic", NULL
 };
 static const struct vs_cpu_kernels k_avx2 = {
     ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_avx2,
-    sgemm_pack_avx2, "avx2"
+    sgemm_pack_avx2, "avx2", "avx2"
+};
+/* AVX-512F machines: the row kernels stay AVX2 (~2% of a forward), the
+ * GEMM is the 12x32 one */
+static const struct vs_cpu_kernels k_avx512 = {
+    ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_x16,
+    sgemm_pack_avx2, "avx2", "avx512"
+};
+static const struct vs_cpu_kernels k_x16emu = {
+    ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_x16emu,
+    sgemm_pack_avx2, "avx2", "x16 on avx2"
 };
 
 const struct vs_cpu_kernels *vs_model_cpu_kernels_generic(void)
@@ -759,7 +690,17 @@ const struct vs_cpu_kernels *vs_model_cpu_kernels_generic(void)
 const struct vs_cpu_kernels *vs_model_cpu_kernels(void)
 {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return &k_avx2;
-    return &k_generic;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return &k_generic;
+    return __builtin_cpu_supports("avx512f") ? &k_avx512 : &k_avx2;
+}
+
+const struct vs_cpu_kernels *vs_model_cpu_kernels_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &k_avx2 : NULL;
+}
+
+const struct vs_cpu_kernels *vs_model_cpu_kernels_x16emu(void)
+{
+    return vs_model_cpu_kernels_avx2() ? &k_x16emu : NULL;
 }

@@ -102,13 +102,25 @@ struct vs_cpu_kernels {
     /* the own GEMM above; NULL in the generic table (use oneDNN there) */
     vs_cpu_sgemm_fn sgemm;
     vs_cpu_sgemm_pack_fn sgemm_pack;   /* its weight packing (NULL with sgemm) */
-    const char *isa;    /* "avx2" or "generic" */
+    const char *isa;    /* the row kernels': "avx2" or "generic" */
+    /* the GEMM's: "avx2" (6x16 kernel), "avx512" (12x32), "x16 on avx2"
+     * (the 12x32 kernel's code on pairs of AVX2 registers: tests); NULL
+     * without sgemm */
+    const char *gemm_isa;
 };
 
-/* The kernels for this CPU (AVX2+FMA when __builtin_cpu_supports says so). */
+/* The kernels for this CPU (AVX2+FMA when __builtin_cpu_supports says so;
+ * with AVX-512F too, the GEMM is the 12x32 AVX-512 one). */
 const struct vs_cpu_kernels *vs_model_cpu_kernels(void);
 
 /* The portable versions, whatever the CPU (for tests of the dispatch). */
 const struct vs_cpu_kernels *vs_model_cpu_kernels_generic(void);
+
+/* The AVX2 table whatever AVX-512 the CPU has (VS_CPU_GEMM=own-avx2,
+ * tests), and the same with the 12x32 GEMM's code run on pairs of AVX2
+ * registers (tests: it checks that code on machines without AVX-512);
+ * NULL without AVX2+FMA. */
+const struct vs_cpu_kernels *vs_model_cpu_kernels_avx2(void);
+const struct vs_cpu_kernels *vs_model_cpu_kernels_x16emu(void);
 
 #endif

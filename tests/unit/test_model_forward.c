@@ -768,15 +768,9 @@ static void check_own_gemm(const struct vs_cpu_kernels *k, int M, int N, int K, 
     free(A); free(W); free(b); free(C); free(C0); free(C1); free(ws);
 }
 
-static void test_own_gemm(void **state)
+static void own_gemm_suite(const struct vs_cpu_kernels *k)
 {
-    (void)state;
-    const struct vs_cpu_kernels *k = vs_model_cpu_kernels();
-    assert_null(vs_model_cpu_kernels_generic()->sgemm);
-    if (!k->sgemm) {
-        print_message("  no AVX2+FMA: own GEMM not in use, nothing to test\n");
-        return;
-    }
+    print_message("  own GEMM on its %s kernel\n", k->gemm_isa);
     rng_state = 71;
     const int Ms[] = {1, 5, 6, 7, 13, 197, 251};
     const int Ns[] = {1, 8, 15, 16, 17, 40, 64};
@@ -816,6 +810,110 @@ static void test_own_gemm(void **state)
         }
         free(ws);
     }
+}
+
+/* The GEMM kernels this CPU can run: the one vs_model_cpu_kernels() picks,
+ * the AVX2 one and the 12x32 one on AVX2 registers (the AVX-512 kernel's
+ * code, checked here on machines without AVX-512); NULL-terminated,
+ * duplicates left out.  Returns the count (0 without AVX2+FMA). */
+static int gemm_variants(const struct vs_cpu_kernels *out[4])
+{
+    const struct vs_cpu_kernels *all[3] = {vs_model_cpu_kernels(), vs_model_cpu_kernels_avx2(),
+                                           vs_model_cpu_kernels_x16emu()};
+    int n = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!all[i] || !all[i]->sgemm) continue;
+        bool dup = false;
+        for (int j = 0; j < n; j++) dup |= out[j] == all[i];
+        if (!dup) out[n++] = all[i];
+    }
+    out[n] = NULL;
+    return n;
+}
+
+static void test_own_gemm(void **state)
+{
+    (void)state;
+    assert_null(vs_model_cpu_kernels_generic()->sgemm);
+    const struct vs_cpu_kernels *ks[4];
+    if (gemm_variants(ks) == 0) {
+        print_message("  no AVX2+FMA: own GEMM not in use, nothing to test\n");
+        return;
+    }
+    for (int i = 0; ks[i]; i++) own_gemm_suite(ks[i]);
+}
+
+/* Every GEMM kernel gives the same bits as the AVX2 one (same sum order
+ * per element): on tile, panel, chunk and K-block edges, with and without
+ * packed copies, W (N, K) and (K, N), every activation, accumulate or not,
+ * on 1 and 3 threads; C's gaps untouched. */
+static void test_gemm_kernels_agree(void **state)
+{
+    (void)state;
+    const struct vs_cpu_kernels *ks[4];
+    const int nk = gemm_variants(ks);
+    const struct vs_cpu_kernels *ref = vs_model_cpu_kernels_avx2();
+    if (nk < 2 || !ref) {
+        print_message("  fewer than two GEMM kernels here: nothing to compare\n");
+        return;
+    }
+    rng_state = 83;
+    const int Ms[] = {1, 11, 12, 13, 197, 251};
+    const int Ns[] = {1, 16, 17, 31, 32, 33, 48, 197};
+    const int Ks[] = {1, 64, 257, 530};
+    int cases = 0;
+    for (size_t i = 0; i < sizeof Ms / sizeof Ms[0]; i++)
+        for (size_t j = 0; j < sizeof Ns / sizeof Ns[0]; j++)
+            for (size_t l = 0; l < sizeof Ks / sizeof Ks[0]; l++) {
+                const int M = Ms[i], N = Ns[j], K = Ks[l];
+                if ((long)M * N * K > 2000000 && (i + j + l) % 2) continue;
+                const int lda = K + 1, ldc = N + 3, v = (int)(i + 2 * j + 3 * l);
+                const int act = v % 5, acc = v % 2, kn = (v / 2) % 2, packed = (v / 3) % 2;
+                float *A = malloc((size_t)M * lda * sizeof(float));
+                float *W = malloc((size_t)N * K * sizeof(float));
+                float *Wt = malloc((size_t)K * N * sizeof(float));
+                float *b = malloc((size_t)N * sizeof(float));
+                float *C0 = malloc((size_t)M * ldc * sizeof(float));
+                float *Cr = malloc((size_t)M * ldc * sizeof(float));
+                float *C = malloc((size_t)M * ldc * sizeof(float));
+                float *Wp = NULL, *ws = NULL;
+                assert_true(A && W && Wt && b && C0 && Cr && C);
+                assert_int_equal(posix_memalign((void **)&Wp, 64,
+                                 vs_model_cpu_gemm_packed_floats(N, K) * sizeof(float)), 0);
+                assert_int_equal(posix_memalign((void **)&ws, 64, 3 *
+                                 vs_model_cpu_gemm_ws_floats() * sizeof(float)), 0);
+                for (size_t e = 0; e < (size_t)M * lda; e++) A[e] = rng_uni(2.0f);
+                for (int n = 0; n < N; n++)
+                    for (int q = 0; q < K; q++)
+                        Wt[(size_t)q * N + n] = W[(size_t)n * K + q] = rng_uni(1.0f);
+                for (int n = 0; n < N; n++) b[n] = rng_uni(1.0f);
+                for (size_t e = 0; e < (size_t)M * ldc; e++) C0[e] = rng_uni(3.0f);
+                ref->sgemm_pack(W, K, N, K, Wp);
+                struct vs_cpu_gemm g = {.M = M, .N = N, .K = K, .A = A, .lda = lda,
+                                        .W = kn ? Wt : W, .ldw = kn ? N : K, .w_kn = kn,
+                                        .Wp = packed && !kn ? Wp : NULL,
+                                        .bias = v % 3 ? b : NULL, .ldc = ldc, .act = act,
+                                        .alpha = 1.702f, .accumulate = acc};
+                memcpy(Cr, C0, (size_t)M * ldc * sizeof(float));
+                g.C = Cr;
+                ref->sgemm(&g, ws, 2);
+                for (int x = 0; ks[x]; x++) {
+                    if (ks[x] == ref) continue;
+                    for (int t = 1; t <= 3; t += 2) {
+                        memcpy(C, C0, (size_t)M * ldc * sizeof(float));
+                        g.C = C;
+                        ks[x]->sgemm(&g, ws, t);
+                        if (memcmp(C, Cr, (size_t)M * ldc * sizeof(float)) != 0)
+                            fail_msg("%s vs avx2 GEMM: M%d N%d K%d act %d acc %d w_kn %d "
+                                     "packed %d, %d threads: bits differ", ks[x]->gemm_isa,
+                                     M, N, K, act, acc, kn, packed && !kn, t);
+                    }
+                }
+                cases++;
+                free(A); free(W); free(Wt); free(b); free(C0); free(Cr); free(C); free(Wp);
+                free(ws);
+            }
+    print_message("  %d GEMM cases, %d kernels: identical bits\n", cases, nk);
 }
 
 /* Prepacking (a background thread builds the GEMM's packed weight copies
@@ -891,10 +989,10 @@ static void test_own_vs_onednn(void **state)
     assert_true(a && b);
     setenv("VS_CPU_GEMM", "own", 1);   /* the default only where oneDNN is AVX2 */
     void *own = backend_new(&m, VS_PRECISION_FP32, 3);
-    assert_non_null(strstr(vs_backend_cpu.device_name(own), "own AVX2 GEMM"));
+    assert_non_null(strstr(vs_backend_cpu.device_name(own), ", own "));
     setenv("VS_CPU_GEMM", "onednn", 1);
     void *dnn = backend_new(&m, VS_PRECISION_FP32, 3);
-    assert_null(strstr(vs_backend_cpu.device_name(dnn), "own AVX2 GEMM"));
+    assert_null(strstr(vs_backend_cpu.device_name(dnn), ", own "));
     unsetenv("VS_CPU_GEMM");
     run_forward(own, pix, 3, a);
     run_forward(dnn, pix, 3, b);
@@ -917,6 +1015,21 @@ static void test_own_vs_onednn(void **state)
     for (int i = 0; i < 3 * g->labels; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
     print_message("  own Linears + oneDNN attention vs oneDNN: max|d| = %.3g\n", worst);
     assert_true(worst <= 1e-5 * scale);
+    /* own-avx2: the AVX2 kernel whatever the CPU; the same bits as the
+     * kernel "own" picks (the 12x32 one on AVX-512 machines) */
+    float *c = malloc((size_t)3 * g->labels * sizeof(float));
+    assert_non_null(c);
+    setenv("VS_CPU_GEMM", "own-avx2", 1);
+    void *own2 = backend_new(&m, VS_PRECISION_FP32, 3);
+    unsetenv("VS_CPU_GEMM");
+    assert_non_null(strstr(vs_backend_cpu.device_name(own2), "own AVX2 GEMM"));
+    run_forward(own, pix, 3, a);
+    run_forward(own2, pix, 3, c);
+    print_message("  own (%s) vs own-avx2: %s\n", vs_backend_cpu.device_name(own),
+                  memcmp(a, c, (size_t)3 * g->labels * sizeof(float)) ? "differ" : "same bits");
+    assert_memory_equal(a, c, (size_t)3 * g->labels * sizeof(float));
+    free(c);
+    vs_backend_cpu.destroy(own2);
     vs_backend_cpu.destroy(mix);
     vs_backend_cpu.destroy(own);
     vs_backend_cpu.destroy(dnn);
@@ -981,6 +1094,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels),
         cmocka_unit_test(test_own_gemm),
+        cmocka_unit_test(test_gemm_kernels_agree),
         cmocka_unit_test(test_ref_onednn_gemm),
         cmocka_unit_test(test_own_vs_onednn),
         cmocka_unit_test(test_thread_invariance),
