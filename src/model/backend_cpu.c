@@ -1017,10 +1017,11 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     }
     char cpu[128];
     read_cpu_name(cpu, sizeof cpu);
-    snprintf(c->device, sizeof c->device, "%s (oneDNN %s%s%s%s, %d threads)", cpu,
-             isa_name(isa), c->own_gemm ? ", own " : "",
-             c->own_gemm ? (strcmp(c->k->gemm_isa, "avx512") == 0 ? "AVX-512" : "AVX2") : "",
-             c->own_gemm ? " GEMM" : "", c->threads);
+    const char *own = !c->own_gemm ? "" :
+                      strcmp(c->k->gemm_isa, "avx512") == 0 ? ", own AVX-512 GEMM" :
+                      ", own AVX2 GEMM";
+    snprintf(c->device, sizeof c->device, "%s (oneDNN %s%s, %d threads)", cpu,
+             isa_name(isa), own, c->threads);
     c->st.threads = c->threads;
     c->st.kernels = c->k->isa;
     c->st.dnnl_isa = isa_name(isa);
