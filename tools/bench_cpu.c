@@ -30,6 +30,8 @@
  * kernel for this CPU (the AVX-512 one where there is AVX-512F) and its
  * AVX2 kernel (VS_CPU_GEMM=own-avx2).  --ab-batch: each --batch n > 1 as
  * one batch against n single-image forwards, alternated (ms per image).
+ * --ab-igemm: int8 forwards with the Linears on our own u8 x s8 GEMM and
+ * on oneDNN (VS_CPU_IGEMM=onednn).
  *
  * Other engineers compile on the same 2 cores: numbers are noisy; repeat
  * and take the best/median.  Not a test: prints, asserts nothing.
@@ -490,12 +492,13 @@ static int cmp_double(const void *a, const void *b)
 /* Two fp32 backends on the same weights, one on our own GEMM
  * (VS_CPU_GEMM=own) and one on oneDNN (VS_CPU_GEMM=onednn), forwards
  * alternated so that machine noise hits both. */
-enum ab_mode { AB_ONEDNN, AB_PREPACK, AB_ATTN, AB_AVX2 };
+enum ab_mode { AB_ONEDNN, AB_PREPACK, AB_ATTN, AB_AVX2, AB_IGEMM };
 
 static int ab_forward(const struct vitb *m, int threads, int n, int iters, enum ab_mode mode)
 {
-    struct vs_backend_opts o = {.precision = VS_PRECISION_FP32, .threads = threads,
-                                .max_batch = n};
+    struct vs_backend_opts o = {.precision = mode == AB_IGEMM ? VS_PRECISION_INT8
+                                                              : VS_PRECISION_FP32,
+                                .threads = threads, .max_batch = n};
     struct vs_err err = {0};
     void *ctx[2] = {NULL, NULL};
     /* --ab: own GEMM vs oneDNN; --ab-avx2: own GEMM vs its AVX2 kernel;
@@ -509,12 +512,14 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters, enum 
     if (mode == AB_PREPACK) setenv("VS_CPU_PREPACK", "0", 1);
     else if (mode == AB_ATTN) setenv("VS_CPU_ATTN", "onednn", 1);
     else if (mode == AB_AVX2) setenv("VS_CPU_GEMM", "own-avx2", 1);
+    else if (mode == AB_IGEMM) setenv("VS_CPU_IGEMM", "onednn", 1);
     else setenv("VS_CPU_GEMM", "onednn", 1);
     if (vs_backend_cpu.create(&m->cfg, &m->w, &o, &ctx[1], &err) != VS_OK) goto fail;
     vs_backend_cpu.settle(ctx[1]);
     unsetenv("VS_CPU_GEMM");
     unsetenv("VS_CPU_PREPACK");
     unsetenv("VS_CPU_ATTN");
+    unsetenv("VS_CPU_IGEMM");
     const size_t img = 3 * 224 * 224;
     float *pix = malloc(img * n * sizeof(float)), *lg[2];
     lg[0] = malloc((size_t)n * 1000 * sizeof(float));
@@ -543,8 +548,9 @@ static int ab_forward(const struct vitb *m, int threads, int n, int iters, enum 
            n, iters);
     const char *bname = mode == AB_PREPACK ? "own, no prepack" :
                         mode == AB_ATTN ? "oneDNN attention" :
-                        mode == AB_AVX2 ? "own AVX2 GEMM" : "oneDNN matmul";
-    const char *names[2] = {"own GEMM", bname};
+                        mode == AB_AVX2 ? "own AVX2 GEMM" :
+                        mode == AB_IGEMM ? "oneDNN int8" : "oneDNN matmul";
+    const char *names[2] = {mode == AB_IGEMM ? "own int8 GEMM" : "own GEMM", bname};
     double med[2];
     for (int j = 0; j < 2; j++) {
         qsort(t[j], iters, sizeof(double), cmp_double);
@@ -632,7 +638,7 @@ static void usage(void)
     fprintf(stderr, "usage: vs-bench_cpu [--batch 1,8,32] [--iters N] [--threads T] "
                     "[--precision fp32|int8] [--layers L] [--contend] [--gemm-layout] "
                     "[--compare-int8] [--gemm-api] [--ab] [--ab-prepack] [--ab-attn] [--ab-avx2] "
-                    "[--ab-batch]\n");
+                    "[--ab-batch] [--ab-igemm]\n");
 }
 
 static int compare_int8(const struct vitb *m, int threads, int nimg)
@@ -713,6 +719,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ab-attn")) ab = true, abm = AB_ATTN;
         else if (!strcmp(a, "--ab-avx2")) ab = true, abm = AB_AVX2;
         else if (!strcmp(a, "--ab-batch")) abb = true;
+        else if (!strcmp(a, "--ab-igemm")) ab = true, abm = AB_IGEMM;
         else { usage(); return 2; }
     }
     int maxb = 1;

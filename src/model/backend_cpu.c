@@ -157,6 +157,11 @@ struct cpu_ctx {
     dnnl_memory_desc_t q8_md[3];
     bool q8_md_set;
     void *q8_blocked;
+    /* int8 Linears on our own AVX2 u8 x s8 GEMM (cpu_kernels.c) instead of
+     * oneDNN: CPUs without VNNI (wqmax 63); the weights then live in
+     * q8_packed, in its layout, and oneDNN has no int8 primitive */
+    bool own_q8;
+    int8_t *q8_packed;
 
     /* fp32 Linears and the patch embedding on our own AVX2 GEMM
      * (cpu_kernels.c) instead of oneDNN; chosen in cpu_create() */
@@ -671,7 +676,12 @@ static enum vs_status plan_build(struct cpu_ctx *c, struct vs_err *err)
     dnnl_primitive_attr_destroy(attr);
     if (st != VS_OK) goto fail;
 
-    /* encoder Linears */
+    /* encoder Linears (int8 on the own GEMM: none) */
+    if (c->own_q8) {
+        struct mm *lin[4] = {&p->qkv, &p->oproj, &p->fc1, &p->fc2};
+        for (int i = 0; i < 4; i++) snprintf(lin[i]->impl, sizeof lin[i]->impl, "own u8s8 4x16");
+        goto attention;
+    }
     if ((st = linear_create(c, &p->qkv, "qkv", M, D, D, D, false, false, err)) != VS_OK ||
         (st = linear_create(c, &p->oproj, "o_proj", M, D, D, D, false, true, err)) != VS_OK ||
         (st = linear_create(c, &p->fc1, "fc1", M, D, F, F, true, false, err)) != VS_OK ||
@@ -821,6 +831,40 @@ static enum vs_status q8_build(struct cpu_ctx *c, size_t *bytes, struct vs_err *
     return VS_OK;
 }
 
+/* int8 on the own GEMM: every quantized weight into the kernel's packed
+ * layout (one buffer, the same size for ViT's shapes), the plain copy
+ * freed. */
+static enum vs_status q8_pack_own(struct cpu_ctx *c, size_t *bytes, struct vs_err *err)
+{
+    const struct vs_vit_config *g = &c->cfg;
+    const int64_t D = g->hidden, F = g->mlp;
+    const size_t dd = vs_model_cpu_igemm_packed_bytes(D, D);
+    const size_t df = vs_model_cpu_igemm_packed_bytes(F, D);
+    const size_t fd = vs_model_cpu_igemm_packed_bytes(D, F);
+    size_t per_layer = 4 * ((dd + 63) / 64 * 64) + (df + 63) / 64 * 64 + (fd + 63) / 64 * 64;
+    size_t total;
+    if (!vs_mul_size(per_layer, (size_t)g->layers, &total))
+        return vs_err_set(err, VS_TOO_LARGE, "cpu backend: int8 weights size overflows");
+    c->q8_packed = alloc_floats(total, 1, bytes);
+    if (!c->q8_packed)
+        return vs_err_set(err, VS_NOMEM, "cpu backend: cannot allocate %zu bytes for the "
+                          "packed int8 weights", total);
+    int8_t *dst = c->q8_packed;
+    for (int l = 0; l < g->layers; l++) {
+        struct q8_layer *o = &c->q8[l];
+        struct q8 *w[6] = {&o->q, &o->k, &o->v, &o->o, &o->fc1, &o->fc2};
+        for (int j = 0; j < 6; j++) {
+            const int64_t K = j == 5 ? F : D, N = j == 4 ? F : D;
+            c->k->igemm_pack(w[j]->q, K, N, K, dst);
+            w[j]->q = dst;
+            dst += (vs_model_cpu_igemm_packed_bytes(N, K) + 63) / 64 * 64;
+        }
+    }
+    free(c->q8_mem);
+    c->q8_mem = NULL;
+    return VS_OK;
+}
+
 /* ---- create / destroy ------------------------------------------------- */
 
 static void cpu_destroy(void *vctx)
@@ -849,6 +893,7 @@ static void cpu_destroy(void *vctx)
     free(c->q8);
     free(c->q8_mem);
     free(c->q8_blocked);
+    free(c->q8_packed);
     free(c->q8_scales);
     free(c);
 }
@@ -948,6 +993,15 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     const bool vnni = isa == dnnl_cpu_isa_avx2_vnni || isa == dnnl_cpu_isa_avx512_core_vnni ||
                       isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
     c->wqmax = vnni ? 127 : 63;
+    /* int8 Linears: our own u8 x s8 GEMM where there is no VNNI (there it
+     * beats oneDNN 2.6's avx2 igemm, docs/forward.md); VS_CPU_IGEMM=onednn
+     * or =own overrides (measurements; =own still needs wqmax 63) */
+    {
+        const char *e = getenv("VS_CPU_IGEMM");
+        const bool want = !(e && strcmp(e, "onednn") == 0);
+        c->own_q8 = want && c->prec == VS_PRECISION_INT8 && c->k->igemm && c->wqmax == 63 &&
+                    cfg->hidden % 4 == 0 && cfg->mlp % 4 == 0;
+    }
 
     /* scratch for one image (nb = 1): the pass runs image by image */
     const size_t nb = 1, T = (size_t)cfg->tokens, D = (size_t)cfg->hidden;
@@ -1007,6 +1061,7 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     if (c->prec == VS_PRECISION_INT8) {
         omp_set_num_threads(c->threads);
         st = q8_build(c, &bytes, err);
+        if (st == VS_OK && c->own_q8) st = q8_pack_own(c, &bytes, err);
         /* the first plan fixes the int8 weight layouts and reorders them:
          * do it now rather than on the first request */
         if (st == VS_OK) st = plan_build(c, err);
@@ -1017,7 +1072,7 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     }
     char cpu[128];
     read_cpu_name(cpu, sizeof cpu);
-    const char *own = !c->own_gemm ? "" :
+    const char *own = c->own_q8 ? ", own int8 GEMM" : !c->own_gemm ? "" :
                       strcmp(c->k->gemm_isa, "avx512") == 0 ? ", own AVX-512 GEMM" :
                       ", own AVX2 GEMM";
     snprintf(c->device, sizeof c->device, "%s (oneDNN %s%s, %d threads)", cpu,
@@ -1103,6 +1158,22 @@ static void dequant_rows(const struct cpu_ctx *c, float *y, int64_t ldy, const f
         dq(y + r * ldy, acc + r * lda, as[r], azp[r], sw, cs, b, N, accumulate);
 }
 
+/* int8: the GEMM of the quantized activations c->aq (rows, K) by the
+ * quantized weight wq (N, K) into out (rows, N) as floats: exact s32 sums
+ * on the own GEMM or on oneDNN (the same bits). */
+static enum vs_status q8_run(struct cpu_ctx *c, struct mm *mm, const struct q8 *wq, float *out,
+                             int64_t rows, int K, int N, struct vs_err *err)
+{
+    if (c->own_q8) {
+        const struct vs_cpu_igemm ig = {.M = rows, .N = N, .K = K, .A = c->aq, .lda = K,
+                                        .Wp = wq->q, .C = out, .ldc = N};
+        c->k->igemm(&ig, c->threads);
+        return VS_OK;
+    }
+    void *p[3] = {c->aq, wq->q, out};
+    return mm_run(c, mm, p, err);
+}
+
 /* One encoder Linear (rows, K) -> (rows, N): fp32 (src used in place,
  * bias/act/residual fused) or int8 (src quantized, then dequantized into
  * dst, added to it when accumulate). */
@@ -1114,8 +1185,7 @@ static enum vs_status linear_run(struct cpu_ctx *c, struct mm *mm, const float *
     if (c->prec == VS_PRECISION_INT8) {
         quant_rows(c, src, rows, K);
         float *out = accumulate ? c->acc : dst;
-        void *p[3] = {c->aq, wq->q, out};
-        enum vs_status st = mm_run(c, mm, p, err);
+        enum vs_status st = q8_run(c, mm, wq, out, rows, K, N, err);
         if (st == VS_OK)
             dequant_rows(c, dst, N, out, N, rows, N, wq, bias_or_zeros(c, b), accumulate);
         return st;
@@ -1267,8 +1337,7 @@ static enum vs_status forward_one(struct cpu_ctx *c, const float *pixels, float 
         for (int j = 0; j < 3; j++) {
             if (int8) {
                 const struct q8 *wq = j == 0 ? &lq->q : (j == 1 ? &lq->k : &lq->v);
-                void *pp[3] = {c->aq, wq->q, qkv + j * M * D};
-                st = mm_run(c, &p->qkv, pp, err);
+                st = q8_run(c, &p->qkv, wq, qkv + j * M * D, M, (int)D, (int)D, err);
                 if (st == VS_OK)
                     dequant_rows(c, qkv + j * M * D, D, qkv + j * M * D, D, M, (int)D, wq,
                                  bias_or_zeros(c, bs[j]), 0);

@@ -23,6 +23,7 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <string.h>
 #include <immintrin.h>
 #include <omp.h>
 
@@ -661,25 +662,158 @@ VS_AVX2 static void sgemm_pack_avx2(const float *W, int64_t ldw, int64_t N, int6
 #undef X16_SUFFIX
 #undef X16_TARGET
 
+/* ---- own int8 GEMM (AVX2, u8 x s8 without VNNI) -----------------------
+ *
+ * For each panel of 16 output columns, its weights are packed as K/4
+ * groups of (16 columns x 4 consecutive k) bytes: one 64-byte line per
+ * group, the panels back to back.  The micro-kernel holds a 4-row x
+ * 16-column tile of s32 sums in 8 registers; per group of 4 k it loads the
+ * group's two 32-byte halves (columns 0-7, 8-15) and, per row, broadcasts
+ * the row's 4 activation bytes: vpmaddubsw multiplies u8 by s8 and adds
+ * adjacent pairs into s16 (exact for |w| <= 63), vpmaddwd by 1 adds the
+ * pairs into s32, vpaddd accumulates: 3 instructions per 32 MACs, of which
+ * the two multiplies share the CPU's two vector-multiply ports.  4 rows
+ * rather than 6: the 6 x 16 tile needs 17 vector registers (12 sums, 2
+ * weights, the broadcast, a product, the ones).  The whole K runs in
+ * registers (no K blocks: integer sums do not round), the weight panel (K x
+ * 16 bytes, 12-48 KB for ViT-B) streams from L2 and the rows of A (K bytes
+ * each) stay in L1/L2.  Threads take runs of panels from a shared counter,
+ * as the fp32 GEMM does. */
+
+#define IG_MR 4
+#define IG_NR 16
+
+size_t vs_model_cpu_igemm_packed_bytes(int64_t N, int64_t K)
+{
+    if (N <= 0 || K <= 0) return 0;
+    return (size_t)((N + IG_NR - 1) / IG_NR) * IG_NR * (size_t)((K + 3) / 4 * 4);
+}
+
+static void igemm_pack_avx2(const int8_t *W, int64_t ldw, int64_t N, int64_t K, int8_t *Wp)
+{
+    const int64_t panels = (N + IG_NR - 1) / IG_NR, groups = (K + 3) / 4;
+    for (int64_t p = 0; p < panels; p++)
+        for (int64_t gi = 0; gi < groups; gi++) {
+            int8_t *dst = Wp + (p * groups + gi) * IG_NR * 4;
+            for (int j = 0; j < IG_NR; j++)
+                for (int i = 0; i < 4; i++) {
+                    const int64_t n = p * IG_NR + j, k = gi * 4 + i;
+                    dst[j * 4 + i] = n < N && k < K ? W[n * ldw + k] : 0;
+                }
+        }
+}
+
+/* c rows (ldc apart), 16 columns of which nv are stored = the tile's sums
+ * as floats; rows past `rows` were computed from a repeated row. */
+VS_AVX2 static inline void ig_store(float *c, int64_t ldc, int r, int rows, int nv, __m256i lo,
+                                    __m256i hi)
+{
+    if (r >= rows) return;
+    float *dst = c + r * ldc;
+    const __m256 flo = _mm256_cvtepi32_ps(lo), fhi = _mm256_cvtepi32_ps(hi);
+    if (nv == IG_NR) {
+        _mm256_storeu_ps(dst, flo);
+        _mm256_storeu_ps(dst + 8, fhi);
+        return;
+    }
+    float t[IG_NR];
+    _mm256_storeu_ps(t, flo);
+    _mm256_storeu_ps(t + 8, fhi);
+    for (int j = 0; j < nv; j++) dst[j] = t[j];
+}
+
+VS_AVX2 static inline __m256i ig_bcast4(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+/* One 4 x 16 tile over the whole K: rows a0..a3 (u8, K bytes each), the
+ * panel bp (K/4 groups of 64 bytes). */
+VS_AVX2 static void ig_kernel(int64_t K, const uint8_t *a0, const uint8_t *a1,
+                              const uint8_t *a2, const uint8_t *a3, const int8_t *bp,
+                              float *c, int64_t ldc, int rows, int nv)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
+    __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    for (int64_t k = 0; k < K; k += 4, bp += 4 * IG_NR) {
+        const __m256i w0 = _mm256_load_si256((const __m256i *)bp);
+        const __m256i w1 = _mm256_load_si256((const __m256i *)(bp + 32));
+        __m256i t;
+#define IG_ROW(r)                                                                          \
+        t = ig_bcast4(a##r + k);                                                           \
+        c##r##0 = _mm256_add_epi32(c##r##0,                                                \
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(t, w0), ones));   \
+        c##r##1 = _mm256_add_epi32(c##r##1,                                                \
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(t, w1), ones));
+        IG_ROW(0) IG_ROW(1) IG_ROW(2) IG_ROW(3)
+#undef IG_ROW
+    }
+    ig_store(c, ldc, 0, rows, nv, c00, c01);
+    ig_store(c, ldc, 1, rows, nv, c10, c11);
+    ig_store(c, ldc, 2, rows, nv, c20, c21);
+    ig_store(c, ldc, 3, rows, nv, c30, c31);
+}
+
+VS_AVX2 __attribute__((noinline)) static void ig_thread(const struct vs_cpu_igemm *g, int nt,
+                                                        int64_t *next)
+{
+    const int64_t panels = (g->N + IG_NR - 1) / IG_NR, groups = (g->K + 3) / 4;
+    int64_t run = panels / (8 * (int64_t)nt);
+    run = run < 1 ? 1 : run;
+    for (;;) {
+        const int64_t p0 = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED) * run;
+        if (p0 >= panels) break;
+        const int64_t p1 = p0 + run < panels ? p0 + run : panels;
+        for (int64_t p = p0; p < p1; p++) {
+            const int64_t n0 = p * IG_NR;
+            const int nv = (int)(g->N - n0 < IG_NR ? g->N - n0 : IG_NR);
+            const int8_t *bp = g->Wp + p * groups * 4 * IG_NR;
+            for (int64_t i = 0; i < g->M; i += IG_MR) {
+                const int rows = (int)(g->M - i < IG_MR ? g->M - i : IG_MR);
+                const uint8_t *a[IG_MR];
+                for (int r = 0; r < IG_MR; r++)   /* rows past M repeat row i */
+                    a[r] = g->A + (i + (r < rows ? r : 0)) * g->lda;
+                ig_kernel(g->K, a[0], a[1], a[2], a[3], bp, g->C + i * g->ldc + n0, g->ldc,
+                          rows, nv);
+            }
+        }
+    }
+}
+
+static void igemm_avx2(const struct vs_cpu_igemm *g, int threads)
+{
+    if (g->M <= 0 || g->N <= 0) return;
+    int64_t next = 0;
+    if (threads <= 1) {
+        ig_thread(g, 1, &next);
+        return;
+    }
+    #pragma omp parallel num_threads(threads)
+    ig_thread(g, omp_get_num_threads(), &next);
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 static const struct vs_cpu_kernels k_generic = {
     ln_generic, softmax_generic, quant_generic, quant_u8_generic, dequant_generic,
-    NULL, NULL, "generic", NULL
+    NULL, NULL, NULL, NULL, "generic", NULL
 };
 static const struct vs_cpu_kernels k_avx2 = {
     ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_avx2,
-    sgemm_pack_avx2, "avx2", "avx2"
+    sgemm_pack_avx2, igemm_avx2, igemm_pack_avx2, "avx2", "avx2"
 };
 /* AVX-512F machines: the row kernels stay AVX2 (~2% of a forward), the
  * GEMM is the 12x32 one */
 static const struct vs_cpu_kernels k_avx512 = {
     ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_x16,
-    sgemm_pack_avx2, "avx2", "avx512"
+    sgemm_pack_avx2, igemm_avx2, igemm_pack_avx2, "avx2", "avx512"
 };
 static const struct vs_cpu_kernels k_x16emu = {
     ln_avx2, softmax_avx2, quant_avx2, quant_u8_avx2, dequant_avx2, sgemm_x16emu,
-    sgemm_pack_avx2, "avx2", "x16 on avx2"
+    sgemm_pack_avx2, igemm_avx2, igemm_pack_avx2, "avx2", "x16 on avx2"
 };
 
 const struct vs_cpu_kernels *vs_model_cpu_kernels_generic(void)

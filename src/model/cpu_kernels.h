@@ -72,6 +72,36 @@ typedef void (*vs_cpu_sgemm_pack_fn)(const float *W, int64_t ldw, int64_t N, int
  * Requires AVX2+FMA (vs_model_cpu_kernels()->sgemm != NULL). */
 typedef void (*vs_cpu_sgemm_fn)(const struct vs_cpu_gemm *g, float *ws, int threads);
 
+/* ---- own int8 GEMM (AVX2 without VNNI; NULL entry in the generic table)
+ *
+ * C (M, N) = the exact sums over k of A[m][k] * W[n][k] as s32, converted to
+ * float (round to nearest): A u8 (M, K) row-major, leading dimension lda;
+ * W s8 (N, K) packed by igemm_pack; C leading dimension ldc.  The weights
+ * must satisfy |w| <= 63: u8 * s8 products are summed in pairs by
+ * vpmaddubsw with 16-bit saturation, and 2 * 255 * 63 < 32767 keeps every
+ * pair exact (the int8 path quantizes to 63 on CPUs without VNNI).  K a
+ * multiple of 4.  The same results as oneDNN's u8 x s8 -> f32 matmul (both
+ * exact integer sums, then one rounding). */
+struct vs_cpu_igemm {
+    int64_t M, N, K;
+    const uint8_t *A;
+    int64_t lda;
+    const int8_t *Wp;       /* igemm_pack's layout */
+    float *C;
+    int64_t ldc;
+};
+
+/* Bytes of the packed copy of an (N, K) s8 weight. */
+size_t vs_model_cpu_igemm_packed_bytes(int64_t N, int64_t K);
+
+/* Packs W (N, K) s8, leading dimension ldw, into Wp (64-byte aligned,
+ * vs_model_cpu_igemm_packed_bytes(N, K) bytes).  Single-threaded. */
+typedef void (*vs_cpu_igemm_pack_fn)(const int8_t *W, int64_t ldw, int64_t N, int64_t K,
+                                     int8_t *Wp);
+
+/* Runs g on `threads` OpenMP threads (called outside a parallel region). */
+typedef void (*vs_cpu_igemm_fn)(const struct vs_cpu_igemm *g, int threads);
+
 struct vs_cpu_kernels {
     /* y[d] = (x[d] - mean) / sqrt(var + eps) * g[d] + b[d]; var biased.
      * x, y: (dim); g, b: (dim). y may equal x. */
@@ -102,6 +132,9 @@ struct vs_cpu_kernels {
     /* the own GEMM above; NULL in the generic table (use oneDNN there) */
     vs_cpu_sgemm_fn sgemm;
     vs_cpu_sgemm_pack_fn sgemm_pack;   /* its weight packing (NULL with sgemm) */
+    /* the own int8 GEMM above; NULL in the generic table */
+    vs_cpu_igemm_fn igemm;
+    vs_cpu_igemm_pack_fn igemm_pack;
     const char *isa;    /* the row kernels': "avx2" or "generic" */
     /* the GEMM's: "avx2" (6x16 kernel), "avx512" (12x32), "x16 on avx2"
      * (the 12x32 kernel's code on pairs of AVX2 registers: tests); NULL

@@ -546,6 +546,21 @@ static void test_int8_close_to_fp32(void **state)
     }
     print_message("  int8 single vs batched: max|d| %.3g\n", bworst);
     assert_true(bworst == 0.0);
+    /* the int8 Linears on oneDNN (VS_CPU_IGEMM=onednn) and on the own
+     * GEMM (the default without VNNI): both exact integer sums, the same
+     * bits */
+    setenv("VS_CPU_IGEMM", "onednn", 1);
+    void *cd = backend_new(&m, VS_PRECISION_INT8, N);
+    unsetenv("VS_CPU_IGEMM");
+    float *i8d = malloc((size_t)N * g->labels * sizeof(float));
+    assert_non_null(i8d);
+    run_forward(cd, pix, N, i8d);
+    print_message("  int8 Linears on %s vs on oneDNN: %s\n",
+                  vs_backend_cpu.device_name(c8),
+                  memcmp(i8, i8d, (size_t)N * g->labels * sizeof(float)) ? "differ" : "same bits");
+    assert_memory_equal(i8, i8d, (size_t)N * g->labels * sizeof(float));
+    free(i8d);
+    vs_backend_cpu.destroy(cd);
     vs_backend_cpu.destroy(c32);
     vs_backend_cpu.destroy(c8);
     free(pix);
@@ -916,6 +931,62 @@ static void test_gemm_kernels_agree(void **state)
     print_message("  %d GEMM cases, %d kernels: identical bits\n", cases, nk);
 }
 
+/* The own int8 GEMM against integer arithmetic: exact, on tile and panel
+ * edges, at the extremes of u8 x s8 (255 x +-63: the largest pair sums
+ * vpmaddubsw must not saturate), on 1 to 3 threads; C's gaps untouched. */
+static void test_own_igemm(void **state)
+{
+    (void)state;
+    const struct vs_cpu_kernels *k = vs_model_cpu_kernels();
+    assert_null(vs_model_cpu_kernels_generic()->igemm);
+    if (!k->igemm) {
+        print_message("  no AVX2: own int8 GEMM not in use, nothing to test\n");
+        return;
+    }
+    rng_state = 97;
+    const int Ms[] = {1, 3, 4, 5, 13, 197};
+    const int Ns[] = {1, 15, 16, 17, 40};
+    const int Ks[] = {4, 8, 60, 772};
+    int cases = 0;
+    for (size_t i = 0; i < sizeof Ms / sizeof Ms[0]; i++)
+        for (size_t j = 0; j < sizeof Ns / sizeof Ns[0]; j++)
+            for (size_t l = 0; l < sizeof Ks / sizeof Ks[0]; l++) {
+                const int M = Ms[i], N = Ns[j], K = Ks[l], lda = K + 4, ldc = N + 3;
+                const int v = (int)(i + j + l) % 3;   /* 0 random, 1 max, 2 min */
+                uint8_t *A = malloc((size_t)M * lda);
+                int8_t *W = malloc((size_t)N * K), *Wp = NULL;
+                float *C = malloc((size_t)M * ldc * sizeof(float));
+                assert_true(A && W && C);
+                assert_int_equal(posix_memalign((void **)&Wp, 64,
+                                 vs_model_cpu_igemm_packed_bytes(N, K) + 64), 0);
+                for (size_t e = 0; e < (size_t)M * lda; e++)
+                    A[e] = v ? 255 : (uint8_t)(rng_uni(1.0f) * 127.5f + 128.0f);
+                for (size_t e = 0; e < (size_t)N * K; e++)
+                    W[e] = v == 1 ? 63 : v == 2 ? -63 : (int8_t)lrintf(rng_uni(63.0f));
+                for (size_t e = 0; e < (size_t)M * ldc; e++) C[e] = -7.0f;
+                k->igemm_pack(W, K, N, K, Wp);
+                const struct vs_cpu_igemm g = {.M = M, .N = N, .K = K, .A = A, .lda = lda,
+                                               .Wp = Wp, .C = C, .ldc = ldc};
+                k->igemm(&g, 1 + (int)(i + l) % 3);
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < ldc; n++) {
+                        float want = -7.0f;
+                        if (n < N) {
+                            int64_t sum = 0;
+                            for (int q = 0; q < K; q++)
+                                sum += (int64_t)A[(size_t)m * lda + q] * W[(size_t)n * K + q];
+                            want = (float)sum;
+                        }
+                        if (C[(size_t)m * ldc + n] != want)
+                            fail_msg("own igemm M%d N%d K%d: C[%d][%d] = %.1f, want %.1f", M, N,
+                                     K, m, n, (double)C[(size_t)m * ldc + n], (double)want);
+                    }
+                cases++;
+                free(A); free(W); free(Wp); free(C);
+            }
+    print_message("  own int8 GEMM: %d cases exact\n", cases);
+}
+
 /* Prepacking (a background thread builds the GEMM's packed weight copies
  * while forwards run): forwards during the packing, after it (settle) and
  * without it give the same bits; destroying while it packs is clean. */
@@ -1095,6 +1166,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_kernels),
         cmocka_unit_test(test_own_gemm),
         cmocka_unit_test(test_gemm_kernels_agree),
+        cmocka_unit_test(test_own_igemm),
         cmocka_unit_test(test_ref_onednn_gemm),
         cmocka_unit_test(test_own_vs_onednn),
         cmocka_unit_test(test_thread_invariance),
