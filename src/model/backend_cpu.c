@@ -993,12 +993,15 @@ static enum vs_status cpu_create(const struct vs_vit_config *cfg,
     const bool vnni = isa == dnnl_cpu_isa_avx2_vnni || isa == dnnl_cpu_isa_avx512_core_vnni ||
                       isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
     c->wqmax = vnni ? 127 : 63;
-    /* int8 Linears: our own u8 x s8 GEMM where there is no VNNI (there it
-     * beats oneDNN 2.6's avx2 igemm, docs/forward.md); VS_CPU_IGEMM=onednn
-     * or =own overrides (measurements; =own still needs wqmax 63) */
+    /* int8 Linears: our own AVX2 u8 x s8 GEMM where oneDNN's best is plain
+     * AVX2 (no VNNI: there it beats oneDNN 2.6's avx2 igemm,
+     * docs/forward.md; AVX-512 machines without VNNI keep oneDNN's kernels,
+     * twice as wide).  VS_CPU_IGEMM=onednn or =own overrides (measurements;
+     * =own still needs wqmax 63, i.e. no VNNI) */
     {
         const char *e = getenv("VS_CPU_IGEMM");
-        const bool want = !(e && strcmp(e, "onednn") == 0);
+        const bool want = e && strcmp(e, "own") == 0 ? true :
+                          e && strcmp(e, "onednn") == 0 ? false : isa == dnnl_cpu_isa_avx2;
         c->own_q8 = want && c->prec == VS_PRECISION_INT8 && c->k->igemm && c->wqmax == 63 &&
                     cfg->hidden % 4 == 0 && cfg->mlp % 4 == 0;
     }
