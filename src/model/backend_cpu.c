@@ -547,6 +547,14 @@ static enum vs_status linear_create(struct cpu_ctx *c, struct mm *mm,
     return st;
 }
 
+/* The shape of encoder Linear j of a layer (0..5: q, k, v, o, fc1, fc2):
+ * K inputs, N outputs (its weight is (N, K)). */
+static void linear_shape(const struct vs_vit_config *g, int j, int64_t *K, int64_t *N)
+{
+    *K = j == 5 ? g->mlp : g->hidden;
+    *N = j == 4 ? g->mlp : g->hidden;
+}
+
 /* int8: moves every quantized weight into the layout recorded in q8_md (by
  * shape) with oneDNN reorders; the plain copy is freed afterwards. */
 static enum vs_status q8_relayout(struct cpu_ctx *c, struct vs_err *err)
@@ -568,7 +576,8 @@ static enum vs_status q8_relayout(struct cpu_ctx *c, struct vs_err *err)
     size_t total = 0, bytes = 0;
     for (int l = 0; l < g->layers; l++)
         for (int j = 0; j < 6; j++) {
-            const int64_t K = j == 5 ? F : D, N = j == 4 ? F : D;
+            int64_t K, N;
+            linear_shape(g, j, &K, &N);
             const int idx = K == N ? 0 : (K < N ? 1 : 2);
             total += same[idx] ? 0 : (size[idx] + 63) / 64 * 64;
         }
@@ -594,7 +603,8 @@ static enum vs_status q8_relayout(struct cpu_ctx *c, struct vs_err *err)
         struct q8_layer *o = &c->q8[l];
         struct q8 *w[6] = {&o->q, &o->k, &o->v, &o->o, &o->fc1, &o->fc2};
         for (int j = 0; j < 6 && s == dnnl_success; j++) {
-            const int64_t K = j == 5 ? F : D, N = j == 4 ? F : D;
+            int64_t K, N;
+            linear_shape(g, j, &K, &N);
             const int idx = K == N ? 0 : (K < N ? 1 : 2);
             if (same[idx]) continue;
             dnnl_memory_set_data_handle(from[idx], w[j]->q);
@@ -815,17 +825,18 @@ static enum vs_status q8_build(struct cpu_ctx *c, size_t *bytes, struct vs_err *
         struct q8_layer *o = &c->q8[l];
         struct q8 *dst[6] = {&o->q, &o->k, &o->v, &o->o, &o->fc1, &o->fc2};
         const float *src[6] = {ly->q_w, ly->k_w, ly->v_w, ly->o_w, ly->fc1_w, ly->fc2_w};
-        const size_t rows[6] = {D, D, D, D, F, D}, cols[6] = {D, D, D, D, D, F};
         for (int i = 0; i < 6; i++) {
+            int64_t cols, rows;   /* the weight is (N, K) = (rows, cols) */
+            linear_shape(g, i, &cols, &rows);
             dst[i]->q = q;
             dst[i]->scale = s;
-            dst[i]->cs = s + rows[i];
-            quantize_weight(c->k, src[i], (int)rows[i], (int)cols[i], qm, dst[i]);
+            dst[i]->cs = s + rows;
+            quantize_weight(c->k, src[i], (int)rows, (int)cols, qm, dst[i]);
             /* the int8 copy replaces the fp32 weight: its mapped pages
              * need not stay resident */
-            release_mapped(c, src[i], rows[i] * cols[i]);
-            q += rows[i] * cols[i];
-            s += 2 * rows[i];
+            release_mapped(c, src[i], (size_t)(rows * cols));
+            q += rows * cols;
+            s += 2 * rows;
         }
     }
     return VS_OK;
@@ -837,12 +848,12 @@ static enum vs_status q8_build(struct cpu_ctx *c, size_t *bytes, struct vs_err *
 static enum vs_status q8_pack_own(struct cpu_ctx *c, size_t *bytes, struct vs_err *err)
 {
     const struct vs_vit_config *g = &c->cfg;
-    const int64_t D = g->hidden, F = g->mlp;
-    const size_t dd = vs_model_cpu_igemm_packed_bytes(D, D);
-    const size_t df = vs_model_cpu_igemm_packed_bytes(F, D);
-    const size_t fd = vs_model_cpu_igemm_packed_bytes(D, F);
-    size_t per_layer = 4 * ((dd + 63) / 64 * 64) + (df + 63) / 64 * 64 + (fd + 63) / 64 * 64;
-    size_t total;
+    size_t per_layer = 0, total;
+    for (int j = 0; j < 6; j++) {
+        int64_t K, N;
+        linear_shape(g, j, &K, &N);
+        per_layer += (vs_model_cpu_igemm_packed_bytes(N, K) + 63) / 64 * 64;
+    }
     if (!vs_mul_size(per_layer, (size_t)g->layers, &total))
         return vs_err_set(err, VS_TOO_LARGE, "cpu backend: int8 weights size overflows");
     c->q8_packed = alloc_floats(total, 1, bytes);
@@ -854,7 +865,8 @@ static enum vs_status q8_pack_own(struct cpu_ctx *c, size_t *bytes, struct vs_er
         struct q8_layer *o = &c->q8[l];
         struct q8 *w[6] = {&o->q, &o->k, &o->v, &o->o, &o->fc1, &o->fc2};
         for (int j = 0; j < 6; j++) {
-            const int64_t K = j == 5 ? F : D, N = j == 4 ? F : D;
+            int64_t K, N;
+            linear_shape(g, j, &K, &N);
             c->k->igemm_pack(w[j]->q, K, N, K, dst);
             w[j]->q = dst;
             dst += (vs_model_cpu_igemm_packed_bytes(N, K) + 63) / 64 * 64;
