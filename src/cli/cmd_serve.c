@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "options.h"
@@ -58,6 +59,9 @@ int vs_cmd_serve(int argc, char **argv)
     }
     snprintf(port_def, sizeof port_def, "%ld", pv);
     const char *host_def = platform_default("HOST", "0.0.0.0");
+    char http_def[16];
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(http_def, sizeof http_def, "%ld", cores < 1 ? 1 : cores > 64 ? 64 : cores);
 
     const struct vs_option opts[] = {
         {"host", 0, "VITSERVE_HOST", VS_OPT_STRING, &host, 0, 0, host_def, "ADDR",
@@ -72,8 +76,11 @@ int vs_cmd_serve(int argc, char **argv)
          "compute precision", "fp32|int8|fp16|bf16"},
         {"threads", 't', "VITSERVE_THREADS", VS_OPT_INT, &threads, 0, 1024, "0", NULL,
          "CPU compute threads for the forward pass (0 = all cores)", NULL},
-        {"http-threads", 0, "VITSERVE_HTTP_THREADS", VS_OPT_INT, &http_threads, 0, 1024, "0", NULL,
-         "HTTP worker threads; 0 = one thread per connection (up to --max-connections)", NULL},
+        {"http-threads", 0, "VITSERVE_HTTP_THREADS", VS_OPT_INT, &http_threads, 0, 1024, http_def,
+         NULL,
+         "HTTP threads (a pool; default: one per core): they answer cache hits, and a request "
+         "that waits for the engine gets a thread of its own; 0 = one thread per connection",
+         NULL},
         {"max-connections", 0, "VITSERVE_MAX_CONNECTIONS", VS_OPT_INT, &max_conn, 1, 65536,
          "512", NULL, "concurrent connections accepted", NULL},
         {"idle-timeout-s", 0, "VITSERVE_IDLE_TIMEOUT_S", VS_OPT_INT, &idle_s, 1, 3600, "30",

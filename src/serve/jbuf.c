@@ -56,10 +56,26 @@ static bool reserve(struct vs_jbuf *b, size_t n)
     return true;
 }
 
+/* memcpy in pieces of at most 1 KiB.  glibc 2.36 copies 2 KiB to 512 KiB
+ * with `rep movsb`, and on the AMD EPYC (Zen 3) of our machines that runs
+ * at about 2 GB/s instead of 35-40 when the destination lies a little
+ * ahead of the source modulo 4 KiB (measured: 61 KB copied in 31 us with
+ * the two 1 to 31 bytes apart, 1.6 us 64 bytes apart; glibc's
+ * Avoid_Short_Distance_REP_MOVSB guard is off on this CPU).  Request
+ * bodies land here at whatever offset the previous read ended, so hits
+ * paid it often: 7-14% of the server's CPU.  Pieces under the threshold
+ * take glibc's vector loop: 5-6 us in those cases, 2.5 us in the best. */
+static void copy_pieces(char *dst, const char *src, size_t n)
+{
+    enum { PIECE = 1024 };
+    for (; n > PIECE; n -= PIECE, dst += PIECE, src += PIECE) memcpy(dst, src, PIECE);
+    memcpy(dst, src, n);
+}
+
 void vs_jbuf_add(struct vs_jbuf *b, const void *data, size_t n)
 {
     if (!reserve(b, n)) return;
-    if (n) memcpy(b->data + b->len, data, n);
+    if (n) copy_pieces(b->data + b->len, data, n);
     b->len += n;
     b->data[b->len] = '\0';
 }

@@ -141,25 +141,68 @@ static void table_remove(struct vs_rcache *c, struct vs_rcache_entry *e)
     unref(e);
 }
 
+/* The table's entry for key, or NULL.  Lock held. */
+static struct vs_rcache_entry *find(struct vs_rcache *c, const uint8_t key[32])
+{
+    struct vs_rcache_entry *e = c->buckets[bucket_of(c, key)];
+    while (e && memcmp(e->key, key, 32)) e = e->hnext;
+    return e;
+}
+
+/* A ready entry past its time to live at now_ms.  now_ms may be older
+ * than the fill (the caller read its clock before another request filled
+ * the entry): age 0, not a wrap. */
+static bool expired(const struct vs_rcache *c, const struct vs_rcache_entry *e, uint64_t now_ms)
+{
+    return e->state == ST_READY && c->ttl_ms && now_ms > e->stamp_ms &&
+           now_ms - e->stamp_ms >= c->ttl_ms;
+}
+
+/* A hit: most recently used, one more reference.  Lock held. */
+static void take_hit(struct vs_rcache *c, struct vs_rcache_entry *e)
+{
+    lru_unlink(c, e);
+    lru_push_head(c, e);
+    e->refs++;
+}
+
+bool vs_rcache_peek(struct vs_rcache *c, const uint8_t key[32], uint64_t now_ms,
+                    struct vs_rcache_entry **out)
+{
+    bool hit = false;
+    pthread_mutex_lock(&c->mu);
+    if (c->capacity > 0) {
+        struct vs_rcache_entry *e = find(c, key);
+        if (e && e->state == ST_READY && !expired(c, e, now_ms)) {
+            take_hit(c, e);
+            *out = e;
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return hit;
+}
+
+void vs_rcache_count_hits(struct vs_rcache *c, unsigned n)
+{
+    pthread_mutex_lock(&c->mu);
+    c->hits += n;
+    pthread_mutex_unlock(&c->mu);
+}
+
 int vs_rcache_lookup(struct vs_rcache *c, const uint8_t key[32], uint64_t now_ms,
                      struct vs_rcache_entry **out)
 {
     pthread_mutex_lock(&c->mu);
     if (c->capacity > 0) {
-        struct vs_rcache_entry *e = c->buckets[bucket_of(c, key)];
-        while (e && memcmp(e->key, key, 32)) e = e->hnext;
-        /* now_ms may be older than the fill (the caller read its clock
-         * before another request filled the entry): age 0, not a wrap. */
-        if (e && e->state == ST_READY && c->ttl_ms && now_ms > e->stamp_ms &&
-            now_ms - e->stamp_ms >= c->ttl_ms) {
+        struct vs_rcache_entry *e = find(c, key);
+        if (e && expired(c, e, now_ms)) {
             c->expirations++;
             table_remove(c, e);
             e = NULL;
         }
         if (e && e->state == ST_READY) {
-            lru_unlink(c, e);
-            lru_push_head(c, e);
-            e->refs++;
+            take_hit(c, e);
             c->hits++;
             pthread_mutex_unlock(&c->mu);
             *out = e;

@@ -57,6 +57,16 @@ void vs_rcache_destroy(struct vs_rcache *c);
 int vs_rcache_lookup(struct vs_rcache *c, const uint8_t key[32], uint64_t now_ms,
                      struct vs_rcache_entry **e);
 
+/* Looks key up without claiming or waiting, for a caller that must not
+ * block: a ready, unexpired entry is returned in *e with a reference
+ * (release it) and made the most recent, as a HIT of vs_rcache_lookup,
+ * but not counted: vs_rcache_count_hits() counts the hits the caller
+ * answers from.  Anything else (absent, being computed, expired) returns
+ * false and changes nothing, so that a vs_rcache_lookup later counts and
+ * handles it once. */
+bool vs_rcache_peek(struct vs_rcache *c, const uint8_t key[32], uint64_t now_ms,
+                    struct vs_rcache_entry **e);
+void vs_rcache_count_hits(struct vs_rcache *c, unsigned n);
 /* Claimant only: stores n values (copied), makes the entry ready, wakes the
  * waiters and inserts it at the LRU head (evicting the tail past capacity).
  * VS_NOMEM leaves the claim failed for waiters. */

@@ -168,6 +168,10 @@ enum MHD_Result vs_serve_hf_predict(struct req *r, struct MHD_Connection *c, con
     int bad = -1;
     enum MHD_Result ret;
     st = vs_serve_classify(r, &job, 1, vs_serve_deadline(r), &bad, &err);
+    if (r->would_block) {
+        ret = MHD_YES;   /* handle_request offloads it */
+        goto out;
+    }
     if (st) {
         unsigned code = vs_serve_http_status(st);
         if (bad >= 0 && (st == VS_BAD_INPUT || st == VS_UNSUPPORTED || st == VS_TOO_LARGE))

@@ -385,8 +385,11 @@ enum MHD_Result vs_serve_v2_infer(struct req *r, struct MHD_Connection *c, const
     ret = vs_serve_respond(r, c, 200, "application/json", &b, NULL, NULL);
     goto out;
 fail:
-    ret = vs_serve_error(r, c, vs_serve_http_status(st), NULL, NULL, "%s",
-                         err.msg[0] ? err.msg : vs_status_str(st));
+    if (r->would_block)
+        ret = MHD_YES;   /* handle_request offloads it */
+    else
+        ret = vs_serve_error(r, c, vs_serve_http_status(st), NULL, NULL, "%s",
+                             err.msg[0] ? err.msg : vs_status_str(st));
 out:
     if (jobs) vs_serve_jobs_free(s, jobs, q.n);
     if (decoded)

@@ -37,7 +37,8 @@ struct vs_serve_config {
     double cache_ttl_s;           /* entry lifetime; 0 = no expiry */
     size_t max_upload_bytes;      /* request body cap (413) */
     uint64_t max_pixels;          /* decoded pixel cap (413); 0 = Pillow's default */
-    int http_threads;             /* 0: a thread per connection; N: pool of N threads */
+    int http_threads;             /* 0: a thread per connection; N: a pool of N threads,
+                                     requests that wait for the engine offloaded (server.c) */
     int max_connections;          /* concurrent connections */
     int idle_timeout_s;           /* close connections idle this long */
     /* Looking after itself (docs/http-api.md "Auth, CORS, rate limits"): */

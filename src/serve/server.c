@@ -4,13 +4,22 @@
  * wire contract in docs/http-api.md.
  *
  * Threads.
- *  - MHD threads run handle_request(): by default one thread per connection
- *    (--http-threads 0), else a pool of N epoll threads.  A predict request
- *    decodes and preprocesses its images on that thread (outside any lock),
- *    queues them in the batcher and blocks on the batcher's condition
- *    variable until its forward pass is done.  Blocking is what makes the
- *    code simple; the price is one thread per waiting request, bounded by
- *    --max-connections (docs/batcher.md discusses the choice).
+ *  - MHD threads run handle_request(): by default a pool of N threads
+ *    (--http-threads, one per core; poll()), else one thread per connection
+ *    (--http-threads 0).  A prediction's code is written blocking: it
+ *    decodes and preprocesses its images (outside any lock), queues them
+ *    in the batcher and sleeps on the batcher's condition variable until
+ *    its forward pass is done.  On a pool thread it first runs with
+ *    r->nonblock: the routes parse the request and vs_serve_classify
+ *    answers it if every image is a cache hit; at the first wait it would
+ *    need (a miss, an identical request in flight, raw pixels) it stops
+ *    with r->would_block, having taken nothing.  offload() then suspends
+ *    the connection and runs the route again, blocking, on a thread of its
+ *    own (the first pass's cache keys reused); queue() keeps that answer in
+ *    r->deferred, and the resumed connection's next handle_request call
+ *    queues it.  So hits never wait behind misses, a pool thread never
+ *    sleeps, and every waiting request is in the batcher's queue, as with
+ *    a thread per connection (docs/batcher.md).
  *  - The loader thread loads the model, runs one warm-up forward, creates
  *    the batcher and then publishes `loaded` and state READY (release
  *    stores).  HTTP threads read `loaded` with acquire loads before touching
@@ -18,8 +27,11 @@
  *  - The batcher thread runs compute_fn() (the only caller of
  *    vs_model_forward_rows, as model.h requires) and observe_fn().
  *  - The main (CLI) thread calls start/state/drain/destroy.
- * Invariant: `inflight` counts requests between their first handler call and
- * MHD's completion callback; drain waits for it to reach zero.
+ * Invariants: `inflight` counts requests between their first handler call
+ * and MHD's completion callback; drain waits for it to reach zero.
+ * `offloaded` counts offload threads until their last step (after the
+ * resume); vs_serve_destroy waits for zero before stopping MHD, which would
+ * otherwise close suspended connections and free requests in use.
  *
  * A request's first call (headers only) goes through begin_request(): CORS
  * decision, header size (431), route (404), OPTIONS preflight (204), method
@@ -135,8 +147,15 @@ static enum MHD_Result queue(struct req *r, struct MHD_Connection *c, unsigned s
     if (extra_name) MHD_add_response_header(resp, extra_name, extra_value);
     if (get_state(r->s) == VS_SERVE_DRAINING)
         MHD_add_response_header(resp, "Connection", "close");
-    enum MHD_Result ret = MHD_queue_response(c, status, resp);
-    MHD_destroy_response(resp);
+    enum MHD_Result ret = MHD_YES;
+    if (r->deferring) {
+        /* On the offload thread: the answer waits for the resume. */
+        r->deferred = resp;
+        r->deferred_status = status;
+    } else {
+        ret = MHD_queue_response(c, status, resp);
+        MHD_destroy_response(resp);
+    }
     r->responded = true;
     r->status = (int)status;
     r->bytes_out = len;
@@ -591,19 +610,69 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
     int from_cache = 1;
 
     /* 1. Key every image (vs_digest of the bytes, bound to the model) and
-     *    fold duplicates within the request. */
+     *    fold duplicates within the request.  The second pass of an
+     *    offloaded request parsed the same body into the same images: it
+     *    takes the keys of the first. */
+    const bool keyed = r->keys && r->nkeys == n;
     for (int i = 0; i < n; i++) {
         struct vs_srv_job *j = &jobs[i];
-        uint8_t both[64];
-        vs_digest(j->data, j->len, both);
-        memcpy(both + 32, s->model_key, 32);
-        vs_sha256(both, sizeof both, j->key);
+        if (keyed) {
+            memcpy(j->key, r->keys[i], 32);
+        } else {
+            uint8_t both[64];
+            vs_digest(j->data, j->len, both);
+            memcpy(both + 32, s->model_key, 32);
+            vs_sha256(both, sizeof both, j->key);
+        }
         j->alias = -1;
         for (int k = 0; k < i && j->alias < 0; k++)
             if (!memcmp(jobs[k].key, j->key, 32)) j->alias = k;
         if (j->alias >= 0) continue;
         j->logits = malloc((size_t)rec * sizeof(float));
         if (!j->logits) return vs_err_set(err, VS_NOMEM, "out of memory for %d logits", L);
+    }
+
+    /* 1b. A pass that must not wait (on an HTTP pool thread) answers only
+     *     when every image is ready in the cache.  Otherwise it takes
+     *     nothing (no claim, no wait, no count) and says so in
+     *     r->would_block: the caller runs the request again on a thread
+     *     of its own, where this function blocks as usual. */
+    if (r->nonblock) {
+        const uint64_t now_ms = (uint64_t)vs_now_ms();
+        int i = 0;
+        for (; i < n; i++) {
+            struct vs_srv_job *j = &jobs[i];
+            if (j->alias >= 0) continue;
+            if (!vs_rcache_peek(s->cache, j->key, now_ms, &j->entry)) break;
+            j->state = VS_RCACHE_HIT;
+        }
+        if (i < n) {
+            for (int k = 0; k < i; k++) {
+                vs_rcache_release(s->cache, jobs[k].entry);
+                jobs[k].entry = NULL;
+            }
+            r->would_block = true;
+            free(r->keys);
+            r->keys = malloc((size_t)n * sizeof *r->keys);
+            r->nkeys = r->keys ? n : 0;
+            for (int k = 0; k < r->nkeys; k++) memcpy(r->keys[k], jobs[k].key, 32);
+            return vs_err_set(err, VS_BUSY, "the request has to wait for the engine");
+        }
+        unsigned hits = 0;
+        for (i = 0; i < n; i++) {
+            struct vs_srv_job *j = &jobs[i];
+            if (j->alias >= 0) continue;
+            int m = 0;
+            const float *v = vs_rcache_values(j->entry, &m);
+            if (m != rec)
+                return vs_err_set(err, VS_BACKEND, "cache entry has %d values, not %d", m, rec);
+            memcpy(j->logits, v, (size_t)rec * sizeof(float));
+            j->done = true;
+            hits++;
+        }
+        vs_rcache_count_hits(s->cache, hits);
+        r->cache_hit = 1;
+        return VS_OK;
     }
 
     for (int todo = 1; todo;) {
@@ -683,6 +752,10 @@ enum vs_status vs_serve_run_pixels(struct req *r, const float *pixels, int n, fl
 {
     struct vs_server *s = r->s;
     const size_t L = (size_t)s->info->num_labels;
+    if (r->nonblock) {   /* no cache on this path: it always waits */
+        r->would_block = true;
+        return vs_err_set(err, VS_BUSY, "the request has to wait for the engine");
+    }
     struct vs_batch_item *items = calloc((size_t)n, sizeof *items);
     struct vs_batch_item **ptrs = calloc((size_t)n, sizeof *ptrs);
     if (!items || !ptrs) {
@@ -842,6 +915,10 @@ static enum MHD_Result handle_predict(struct req *r, struct MHD_Connection *c)
 
     int bad = -1;
     enum vs_status st = vs_serve_classify(r, jobs, n, deadline, &bad, &err);
+    if (r->would_block) {
+        ret = MHD_YES;   /* handle_request offloads it */
+        goto out;
+    }
     if (st) {
         unsigned code = vs_serve_http_status(st);
         if (bad >= 0 && (st == VS_BAD_INPUT || st == VS_UNSUPPORTED || st == VS_TOO_LARGE)) {
@@ -1118,6 +1195,54 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
     return MHD_YES;
 }
 
+/* The prediction routes, on a complete body. */
+static enum MHD_Result dispatch(struct req *r, struct MHD_Connection *c, const char *url)
+{
+    switch (r->route) {
+    case VS_ROUTE_ROOT: case VS_ROUTE_HF_MODEL: return vs_serve_hf_predict(r, c, url);
+    case VS_ROUTE_V2_INFER: return vs_serve_v2_infer(r, c, url);
+    default: return handle_predict(r, c);
+    }
+}
+
+/* The offload thread: the request's blocking pass, then the resume that
+ * makes libmicrohttpd call handle_request again to queue the answer.  From
+ * the resume on, r belongs to libmicrohttpd's thread (it may be freed). */
+static void *offload_main(void *arg)
+{
+    struct req *r = arg;
+    struct vs_server *s = r->s;
+    struct MHD_Connection *c = r->conn;
+    r->deferred_ret = dispatch(r, c, r->url);
+    MHD_resume_connection(c);
+    atomic_fetch_sub(&s->offloaded, 1);
+    return NULL;
+}
+
+/* A request that has to wait (a cache miss, an identical request in
+ * flight, raw pixels) leaves the pool thread: its connection is suspended
+ * and a thread of its own runs it, so that the pool goes on reading other
+ * connections and answering hits, and batches form from every waiting
+ * request as with a thread per connection. */
+static enum MHD_Result offload(struct req *r, struct MHD_Connection *c, const char *url)
+{
+    struct vs_server *s = r->s;
+    r->url = strdup(url);
+    if (!r->url) return vs_serve_error(r, c, 500, NULL, NULL, "out of memory");
+    r->conn = c;
+    r->deferring = true;
+    MHD_suspend_connection(c);
+    atomic_fetch_add(&s->offloaded, 1);
+    pthread_t t;
+    if (pthread_create(&t, &s->offload_attr, offload_main, r) != 0) {
+        /* No thread to be had: run it here; this pool thread waits. */
+        vs_slog_kv(VS_LOG_WARN, "no thread for a waiting request, running it on the HTTP thread",
+                   "request_id", r->id);
+        offload_main(r);
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const char *url,
                                       const char *method, const char *version,
                                       const char *upload_data, size_t *upload_size,
@@ -1144,6 +1269,15 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
         atomic_fetch_add(&s->inflight, 1);
         *con_cls = r;
         return begin_request(r, c, url, method);
+    }
+    if (r->deferring) {
+        /* Resumed after offload(): queue the offload thread's answer. */
+        r->deferring = false;
+        if (!r->deferred) return MHD_NO;
+        enum MHD_Result ret = MHD_queue_response(c, r->deferred_status, r->deferred);
+        MHD_destroy_response(r->deferred);
+        r->deferred = NULL;
+        return ret == MHD_YES && r->deferred_ret == MHD_YES ? MHD_YES : MHD_NO;
     }
     if (r->responded) {
         /* An early response was queued; swallow whatever still arrives. */
@@ -1191,11 +1325,14 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
     /* Last call: the body is complete; every prediction gets timing headers. */
     r->timing = true;
     r->work_t0_ns = vs_now_ns();
-    switch (r->route) {
-    case VS_ROUTE_ROOT: case VS_ROUTE_HF_MODEL: return vs_serve_hf_predict(r, c, url);
-    case VS_ROUTE_V2_INFER: return vs_serve_v2_infer(r, c, url);
-    default: return handle_predict(r, c);
-    }
+    /* On a pool thread, a first pass that never waits: cache hits and
+     * refusals are answered here, anything else is offloaded. */
+    r->nonblock = s->cfg.http_threads > 0;
+    enum MHD_Result ret = dispatch(r, c, url);
+    r->nonblock = false;
+    if (!r->would_block) return ret;
+    r->would_block = false;
+    return offload(r, c, url);
 }
 
 static void request_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -1230,6 +1367,9 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
         vs_jbuf_deinit(&f);
     }
     vs_jbuf_deinit(&r->body);
+    if (r->deferred) MHD_destroy_response(r->deferred);
+    free(r->url);
+    free(r->keys);
     free(r);
     atomic_fetch_sub(&s->inflight, 1);
 }
@@ -1408,7 +1548,11 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     atomic_init(&s->state, VS_SERVE_LOADING);
     atomic_init(&s->loaded, false);
     atomic_init(&s->inflight, 0);
+    atomic_init(&s->offloaded, 0);
     atomic_init(&s->next_id, 1);
+    pthread_attr_init(&s->offload_attr);
+    pthread_attr_setdetachstate(&s->offload_attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&s->offload_attr, (size_t)1 << 20);  /* as per-connection threads */
     enum vs_status st;
     uint64_t ttl_ms = (uint64_t)(cfg->cache_ttl_s * 1000.0);
     if (cfg->cache_ttl_s > 0 && ttl_ms == 0) ttl_ms = 1; /* under 1 ms: the shortest, not none */
@@ -1447,8 +1591,13 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    /* The pool polls with poll(), not epoll: with epoll, libmicrohttpd
+     * 0.9.75 now and then missed a client closing its connection in the
+     * middle of a body (test_serve_oversize's 16 abandoned uploads: one
+     * run in four to six kept a request in flight until the idle timeout;
+     * poll: 32 runs clean), and poll measured as fast on cache hits. */
     if (cfg->http_threads == 0) flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
-    else flags |= MHD_USE_EPOLL;
+    else flags |= MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME;
     struct MHD_OptionItem opts[] = {
         {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s},
         {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
@@ -1542,6 +1691,13 @@ enum vs_status vs_serve_reload(struct vs_server *s, size_t *nkeys, struct vs_err
 void vs_serve_destroy(struct vs_server *s)
 {
     if (!s) return;
+    /* Offload threads run requests of suspended connections: they finish
+     * (by their deadlines at the latest; the batcher still runs) before
+     * libmicrohttpd may close those connections and free their state. */
+    while (atomic_load(&s->offloaded) > 0) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     if (s->mhd) MHD_stop_daemon(s->mhd); /* joins every HTTP thread */
     if (s->loader_started) pthread_join(s->loader, NULL);
     vs_batcher_destroy(s->batcher);      /* finishes anything still queued */
@@ -1552,5 +1708,6 @@ void vs_serve_destroy(struct vs_server *s)
     vs_cors_destroy(s->cors);
     vs_ratelimit_destroy(s->rl);
     free(s->openapi);
+    pthread_attr_destroy(&s->offload_attr);
     free(s);
 }

@@ -67,6 +67,8 @@ struct vs_server {
     char *openapi;                 /* /openapi.json as served (info.version set) */
     size_t openapi_len;
     atomic_int inflight;
+    atomic_int offloaded;          /* offload threads not yet finished */
+    pthread_attr_t offload_attr;   /* detached, 1 MiB stack */
     atomic_ullong next_id;
     uint64_t id_seed;
     double started_wall;
@@ -100,6 +102,17 @@ struct req {
     bool timing;                   /* X-Compute-Time / X-Queue-Time / X-Cache */
     uint64_t work_t0_ns;           /* body complete: processing starts */
     double queue_ms;               /* longest batcher queue wait of its images */
+    /* Offloading (a pool, --http-threads N > 0; server.c, "Threads"): */
+    bool nonblock;                 /* this pass must not wait: stop where it would */
+    bool would_block;              /* ... and it stopped: nothing queued, nothing held */
+    bool deferring;                /* the offload thread's pass: queue() keeps the answer */
+    struct MHD_Response *deferred; /* that answer, queued when the connection resumes */
+    unsigned deferred_status;
+    enum MHD_Result deferred_ret;  /* the route's return value on that thread */
+    uint8_t (*keys)[32];           /* the first pass's cache keys, reused by the second */
+    int nkeys;
+    struct MHD_Connection *conn;   /* for the offload thread */
+    char *url;                     /* a copy for the offload thread */
 };
 
 /* One image through the pipeline. */

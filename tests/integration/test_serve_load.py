@@ -2,7 +2,9 @@
 once get the answers `vitserve classify --json` gives and share forward
 passes (batch_size histogram); a full queue answers 429 + Retry-After; an
 expired deadline answers 504; SIGTERM with requests in flight answers them
-all and exits 0."""
+all and exits 0; with one HTTP pool thread, a cache hit is answered while
+misses wait in the queue, and the waiting misses share a forward pass (the
+same with a thread per connection)."""
 import json
 import os
 import signal
@@ -101,6 +103,40 @@ with Server("--cache-entries", "0", "--batch-timeout-ms", "1500", "--request-tim
     check("deadline" in body["detail"], "504 detail names the deadline")
     check(s.metrics()["batch_size_count"] == 0, "the expired image never reached the model")
     check(s.stop() == 0, "clean exit")
+
+# --- HTTP threads: a request that waits for the engine leaves the pool.
+# With one pool thread, a miss waiting in the queue (for company: max batch
+# 2, a minute's timeout) must not hold up a hit, nor a second miss, which
+# completes the batch.  --http-threads 0 (a thread per connection) too.
+for mode in ("1", "0"):
+    with Server("--http-threads", mode, "--max-batch", "2", "--batch-timeout-ms", "60000") as s:
+        (na, a), (nb, b), (nc, c), (nd, d) = imgs[:4]
+        st, _, body = s.post_files("/predict/batch", [("files", na, a), ("files", nb, b)],
+                                   timeout=60 * SLOW)
+        check(st == 200, f"[{mode}] two images, one batch ({st})")
+        first = {}
+        t = threading.Thread(target=lambda: first.update(r=s.predict(c, nc)))
+        t.start()
+        deadline = time.time() + 30 * SLOW
+        while time.time() < deadline and s.metrics().get("queue_depth", 0) < 1:
+            time.sleep(0.02)
+        check(s.metrics()["queue_depth"] == 1, f"[{mode}] the miss waits in the queue")
+        st, h, body = s.predict(a, na)
+        check(st == 200 and body["cached"] is True and h.get("x-cache") == "hit",
+              f"[{mode}] a hit is answered meanwhile ({st})")
+        check(t.is_alive() and "r" not in first, f"[{mode}] ... while the miss still waits")
+        st, _, body = s.predict(d, nd)
+        t.join(timeout=60 * SLOW)
+        check(st == 200 and body["cached"] is False, f"[{mode}] the second miss ({st})")
+        check(first.get("r", (0,))[0] == 200 and first["r"][2]["cached"] is False,
+              f"[{mode}] the first miss, answered with it")
+        m = s.metrics()
+        check(m["batch_size_count"] == 2 and m["batch_size_sum"] == 4,
+              f"[{mode}] two forward passes of two images ({m['batch_size_count']:.0f})")
+        check(m["cache_hits_total"] == 1 and m["cache_misses_total"] == 4,
+              f"[{mode}] cache counters ({m['cache_hits_total']:.0f} hits, "
+              f"{m['cache_misses_total']:.0f} misses)")
+        check(s.stop() == 0, f"[{mode}] clean exit")
 
 # --- SIGTERM with requests in flight: all answered, new connections refused, exit 0
 with Server("--cache-entries", "0", "--batch-timeout-ms", str(int(3000 * SLOW))) as s:

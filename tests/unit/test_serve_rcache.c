@@ -1,7 +1,8 @@
 /* test_serve_rcache.c: the result cache (src/serve/rcache.c) with an
  * injected clock: LRU eviction order, TTL expiry, capacity 0, reference
- * counts across eviction, and single-flight across threads (the claimant
- * fills, fails, or abandons the key and a waiter takes it over).
+ * counts across eviction, single-flight across threads (the claimant
+ * fills, fails, or abandons the key and a waiter takes it over), and the
+ * non-blocking peek of the HTTP pool threads.
  * VS_TEST_LABELS: tsan */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -298,6 +299,64 @@ static void test_wait_timeout(void **state)
     vs_rcache_destroy(c);
 }
 
+/* vs_rcache_peek: only a ready, unexpired entry, with a reference and
+ * made most recent, counted by vs_rcache_count_hits alone; absent,
+ * pending or expired keys change nothing (no claim, no count, no removal). */
+static void test_peek(void **state)
+{
+    (void)state;
+    struct vs_rcache *c;
+    struct vs_rcache_stats s;
+    struct vs_rcache_entry *e = NULL, *p = NULL;
+    uint8_t k1[32], k2[32];
+    key_of(1, k1);
+    key_of(2, k2);
+    assert_int_equal(vs_rcache_create(2, 1000, &c, NULL), VS_OK);
+
+    assert_false(vs_rcache_peek(c, k1, 0, &p));             /* absent: not claimed */
+    assert_int_equal(vs_rcache_lookup(c, k1, 0, &e), VS_RCACHE_CLAIMED);
+    assert_false(vs_rcache_peek(c, k1, 0, &p));             /* pending */
+    float v[2] = {1.0f, 1.5f};
+    assert_int_equal(vs_rcache_fill(c, e, v, 2, 0, NULL), VS_OK);
+    vs_rcache_release(c, e);
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.hits, 0);
+    assert_int_equal(s.misses, 1);
+    assert_int_equal(s.waits, 0);
+
+    assert_int_equal(touch(c, 2, 10), VS_RCACHE_CLAIMED);   /* LRU: 2, 1 */
+    assert_true(vs_rcache_peek(c, k1, 20, &p));             /* ready: LRU 1, 2 */
+    int n = 0;
+    const float *got = vs_rcache_values(p, &n);
+    assert_int_equal(n, 2);
+    assert_true(got[0] == 1.0f && got[1] == 1.5f);
+    assert_int_equal(touch(c, 3, 30), VS_RCACHE_CLAIMED);   /* evicts 2, not 1 */
+    vs_rcache_release(c, p);                                /* the reference outlived nothing */
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.hits, 0);                            /* a peek is not counted */
+    vs_rcache_count_hits(c, 3);
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.hits, 3);
+    assert_int_equal(s.evictions, 1);
+    assert_false(vs_rcache_peek(c, k2, 30, &p));            /* evicted */
+
+    assert_false(vs_rcache_peek(c, k1, 1000, &p));          /* 1000 ms old: expired ... */
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.expirations, 0);                     /* ... left for lookup */
+    assert_int_equal(s.entries, 2);
+    assert_int_equal(vs_rcache_lookup(c, k1, 1000, &e), VS_RCACHE_CLAIMED);
+    vs_rcache_stats(c, &s);
+    assert_int_equal(s.expirations, 1);
+    vs_rcache_abandon(c, e, NULL);
+    vs_rcache_release(c, e);
+
+    vs_rcache_destroy(c);
+    assert_int_equal(vs_rcache_create(0, 0, &c, NULL), VS_OK);  /* disabled: never a hit */
+    assert_int_equal(touch(c, 1, 0), VS_RCACHE_CLAIMED);
+    assert_false(vs_rcache_peek(c, k1, 0, &p));
+    vs_rcache_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_single_flight_fail),
         cmocka_unit_test(test_single_flight_abandon),
         cmocka_unit_test(test_wait_timeout),
+        cmocka_unit_test(test_peek),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
