@@ -204,6 +204,28 @@ def free_port():
         return sk.getsockname()[1]
 
 
+def wait_idle(port, limit_s=120):
+    """Waits until the server has used under 5% of a core for a second (the
+    forward passes of requests still in flight when a load run stopped go
+    on after it: a batch of 32 takes ~10 s on 2 cores) and returns the
+    seconds waited."""
+    def cpu():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("process_cpu_seconds_total "):
+                    return float(line.split()[1])
+        return 0.0
+    t0 = time.monotonic()
+    last = cpu()
+    while time.monotonic() - t0 < limit_s:
+        time.sleep(1.0)
+        now = cpu()
+        if now - last < 0.05:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
 def photo_1080p(work):
     """A 1920x1080 JPEG made from a photo of ../shared/images (Pillow)."""
     from PIL import Image
@@ -247,6 +269,9 @@ def serve_load(a, vitserve, model, threads_env, results):
         # misses first (an empty cache), with a warm-up long enough for the
         # first full batches to form
         miss = run(32, a.serve_seconds, True, 10)
+        # the batches of the misses still in flight finish before the hits
+        waited = wait_idle(port)
+        print(f"  (waited {waited:.0f} s for the last batches of the miss run)", flush=True)
         hits = [run(c, 10, False, 1, small) for c in (8, 32)]
     finally:
         srv.terminate()

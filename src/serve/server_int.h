@@ -45,7 +45,8 @@ struct vs_server {
     struct vs_serve_config cfg;
     char host[256];
     char model_spec[4096];
-    struct MHD_Daemon *mhd;
+    struct MHD_Daemon **mhd;       /* one per pool thread, or one (a thread per connection) */
+    int nmhd;
     int port;
     atomic_int state;              /* enum vs_serve_state */
     atomic_bool loaded;            /* model/info/batcher published (stays true) */

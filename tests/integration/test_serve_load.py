@@ -4,7 +4,7 @@ passes (batch_size histogram); a full queue answers 429 + Retry-After; an
 expired deadline answers 504; SIGTERM with requests in flight answers them
 all and exits 0; with one HTTP pool thread, a cache hit is answered while
 misses wait in the queue, and the waiting misses share a forward pass (the
-same with a thread per connection)."""
+same with a thread per connection); a port in use is refused."""
 import json
 import os
 import signal
@@ -137,6 +137,18 @@ for mode in ("1", "0"):
               f"[{mode}] cache counters ({m['cache_hits_total']:.0f} hits, "
               f"{m['cache_misses_total']:.0f} misses)")
         check(s.stop() == 0, f"[{mode}] clean exit")
+
+# --- a port already in use is refused, also when the holder is a pool of
+# SO_REUSEPORT sockets (the default server's), which a second pool would
+# otherwise join silently
+with Server() as s:
+    for mode in ("2", "0"):
+        code, _, err = vstest.vitserve("serve", "--model", MODEL, "--host", "127.0.0.1", "--port",
+                                       str(s.port), "--http-threads", mode, timeout=60)
+        check(code == 1 and f"127.0.0.1:{s.port}" in err and "in use" in err,
+              f"[{mode}] a second server on the same port exits 1 naming it ({code} {err[-300:]})")
+    check(s.request("GET", "/health/live")[0] == 200, "the first server still answers")
+    check(s.stop() == 0, "clean exit")
 
 # --- SIGTERM with requests in flight: all answered, new connections refused, exit 0
 with Server("--cache-entries", "0", "--batch-timeout-ms", str(int(3000 * SLOW))) as s:
