@@ -591,6 +591,17 @@ static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int
     return first;
 }
 
+/* Copies a ready entry's record (rec floats) into the job's logits. */
+static enum vs_status take_values(struct vs_srv_job *j, int rec, struct vs_err *err)
+{
+    int m = 0;
+    const float *v = vs_rcache_values(j->entry, &m);
+    if (m != rec) return vs_err_set(err, VS_BACKEND, "cache entry has %d values, not %d", m, rec);
+    memcpy(j->logits, v, (size_t)rec * sizeof(float));
+    j->done = true;
+    return VS_OK;
+}
+
 /* Runs n images through cache + batcher.  On success every job has
  * logits; r->cache_hit tells whether none of them needed a forward pass.
  * On failure *bad is the index of the image at fault (or -1).
@@ -663,12 +674,8 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
         for (i = 0; i < n; i++) {
             struct vs_srv_job *j = &jobs[i];
             if (j->alias >= 0) continue;
-            int m = 0;
-            const float *v = vs_rcache_values(j->entry, &m);
-            if (m != rec)
-                return vs_err_set(err, VS_BACKEND, "cache entry has %d values, not %d", m, rec);
-            memcpy(j->logits, v, (size_t)rec * sizeof(float));
-            j->done = true;
+            enum vs_status st = take_values(j, rec, err);
+            if (st) return st;
             hits++;
         }
         vs_rcache_count_hits(s->cache, hits);
@@ -721,12 +728,8 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
                 }
                 if (st) { *bad = i; return st; }
             }
-            int m = 0;
-            const float *v = vs_rcache_values(j->entry, &m);
-            if (m != rec)
-                return vs_err_set(err, VS_BACKEND, "cache entry has %d values, not %d", m, rec);
-            memcpy(j->logits, v, (size_t)rec * sizeof(float));
-            j->done = true;
+            enum vs_status st = take_values(j, rec, err);
+            if (st) return st;
         }
     }
     r->cache_hit = from_cache;
