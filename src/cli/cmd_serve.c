@@ -82,7 +82,7 @@ int vs_cmd_serve(int argc, char **argv)
          "that waits for the engine gets a thread of its own; 0 = one thread per connection",
          NULL},
         {"max-connections", 0, "VITSERVE_MAX_CONNECTIONS", VS_OPT_INT, &max_conn, 1, 65536,
-         "512", NULL, "concurrent connections accepted (shared out among the HTTP threads)", NULL},
+         "512", NULL, "concurrent connections accepted", NULL},
         {"idle-timeout-s", 0, "VITSERVE_IDLE_TIMEOUT_S", VS_OPT_INT, &idle_s, 1, 3600, "30",
          "SECONDS", "close a connection idle (or stalled mid-request) this long", NULL},
         {"max-batch", 0, "VITSERVE_MAX_BATCH", VS_OPT_INT, &max_batch, 1, 1024, "32", NULL,

@@ -1533,6 +1533,28 @@ static void log_config(const struct vs_server *s, const struct vs_serve_config *
     vs_jbuf_deinit(&f);
 }
 
+/* --max-connections over the pool's daemons together (each daemon's own
+ * limit counts only its connections): the accept policy sums the daemons'
+ * current connections.  Two daemons accepting in the same instant may
+ * pass the limit by one each. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    struct vs_server *s = cls;
+    (void)addr;
+    (void)len;
+    unsigned open = 0;
+    const int n = atomic_load_explicit(&s->nmhd, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        const union MHD_DaemonInfo *di =
+            MHD_get_daemon_info(s->mhd[i], MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (di) open += di->num_connections;
+    }
+    if (open < (unsigned)s->cfg.max_connections) return MHD_YES;
+    vs_slog_kv(VS_LOG_WARN, "connection refused", "detail",
+               "--max-connections open connections reached");
+    return MHD_NO;
+}
+
 /* One socket bound to the address (SO_REUSEADDR; IPv6 only for an IPv6
  * address, as libmicrohttpd would), with SO_REUSEPORT when reuse; -1 and
  * errno on failure. */
@@ -1620,6 +1642,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     atomic_init(&s->loaded, false);
     atomic_init(&s->inflight, 0);
     atomic_init(&s->offloaded, 0);
+    atomic_init(&s->nmhd, 0);
     atomic_init(&s->next_id, 1);
     pthread_attr_init(&s->offload_attr);
     pthread_attr_setdetachstate(&s->offload_attr, PTHREAD_CREATE_DETACHED);
@@ -1692,12 +1715,11 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
      * clean), and poll measured as fast on cache hits. */
     if (cfg->http_threads == 0) flags |= MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
     else flags |= MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME;
-    const int per = (cfg->max_connections + nd - 1) / nd;
     for (int i = 0; i < nd; i++) {
         struct MHD_OptionItem opts[] = {
             {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s},
             {MHD_OPTION_LISTEN_SOCKET, fds[i], NULL},
-            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)per, NULL},
+            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL},
             {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->idle_timeout_s, NULL},
             {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, s},
             {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)VS_SRV_CONN_MEMORY, NULL},
@@ -1705,8 +1727,8 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
             {MHD_OPTION_END, 0, NULL},
         };
         errno = 0;
-        s->mhd[i] = MHD_start_daemon(flags, 0, NULL, NULL, handle_request, s,
-                                     MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+        s->mhd[i] = MHD_start_daemon(flags, 0, nd > 1 ? accept_policy : NULL, s, handle_request,
+                                     s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (!s->mhd[i]) {
             st = vs_err_set(err, VS_IO, "serve: cannot start the HTTP server on %s:%d (%s)",
                             s->host, s->port,
@@ -1716,7 +1738,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
             vs_serve_destroy(s);
             return st;
         }
-        s->nmhd = i + 1;
+        atomic_store_explicit(&s->nmhd, i + 1, memory_order_release);
     }
     free(fds);
     {

@@ -46,7 +46,7 @@ struct vs_server {
     char host[256];
     char model_spec[4096];
     struct MHD_Daemon **mhd;       /* one per pool thread, or one (a thread per connection) */
-    int nmhd;
+    atomic_int nmhd;               /* daemons started (mhd[0..nmhd) valid) */
     int port;
     atomic_int state;              /* enum vs_serve_state */
     atomic_bool loaded;            /* model/info/batcher published (stays true) */

@@ -4,7 +4,9 @@ passes (batch_size histogram); a full queue answers 429 + Retry-After; an
 expired deadline answers 504; SIGTERM with requests in flight answers them
 all and exits 0; with one HTTP pool thread, a cache hit is answered while
 misses wait in the queue, and the waiting misses share a forward pass (the
-same with a thread per connection); a port in use is refused."""
+same with a thread per connection); a port in use is refused;
+--max-connections holds over the whole pool."""
+import http.client
 import json
 import os
 import signal
@@ -149,6 +151,45 @@ with Server() as s:
               f"[{mode}] a second server on the same port exits 1 naming it ({code} {err[-300:]})")
     check(s.request("GET", "/health/live")[0] == 200, "the first server still answers")
     check(s.stop() == 0, "clean exit")
+
+# --- --max-connections counts the connections of every pool thread together
+# (each thread has its own listening socket) and with a thread per connection
+def open_keepalive(port, data):
+    """A connection that has had one prediction answered and stays open
+    (GET routes answer before the request is read to its end, so
+    libmicrohttpd closes their connections), or None if the server closed
+    it without an answer."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30 * SLOW)
+    try:
+        c.request("POST", "/predict", body=data, headers={"Content-Type": "image/jpeg"})
+        r = c.getresponse()
+        r.read()
+    except (OSError, http.client.HTTPException):
+        c.close()
+        return None
+    check(r.status == 200 and (r.getheader("Connection") or "").lower() != "close",
+          f"a kept-alive prediction ({r.status} {r.getheader('Connection')})")
+    return c
+
+
+for mode in ("2", "0"):
+    with Server("--http-threads", mode, "--max-connections", "3") as s:
+        img = imgs[0][1]
+        held = [open_keepalive(s.port, img) for _ in range(3)]
+        check(all(held), f"[{mode}] three connections are served")
+        check(open_keepalive(s.port, img) is None, f"[{mode}] a fourth is closed unanswered")
+        held.pop().close()
+        again = None
+        deadline = time.time() + 30 * SLOW
+        while again is None and time.time() < deadline:
+            again = open_keepalive(s.port, img)
+            if again is None:
+                time.sleep(0.05)
+        check(again is not None, f"[{mode}] once one closes, a new one is served")
+        for sk in held + [again]:
+            if sk:
+                sk.close()
+        check(s.stop() == 0, f"[{mode}] clean exit")
 
 # --- SIGTERM with requests in flight: all answered, new connections refused, exit 0
 with Server("--cache-entries", "0", "--batch-timeout-ms", str(int(3000 * SLOW))) as s:
