@@ -1112,19 +1112,20 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
     if (r->route == VS_ROUTE_OTHER)
         return vs_serve_error(r, c, 404, NULL, NULL, "no route for %s %.200s", method, url);
     unsigned m = methods_of(r->route);
-    if (is_options) return handle_preflight(r, c);
+    /* A preflight or a GET route is answered on the request's last call
+     * (answer_plain), not now: libmicrohttpd closes the connection after
+     * an answer queued before the request was read to its end, even one
+     * without a body, and clients (scrapers, browsers) keep theirs alive. */
+    if (is_options) {
+        r->answer_later = true;
+        return MHD_YES;
+    }
     if (!((is_get && (m & M_GET)) || (is_post && (m & M_POST))))
         return vs_serve_error(r, c, 405, "Allow", allow_of(m), "method %s not allowed on %s",
                              method, vs_metrics_route_name(r->route));
     if (!is_prediction(r->route, is_post)) {
-        switch (r->route) {
-        case VS_ROUTE_METRICS: return handle_metrics(r, c);
-        case VS_ROUTE_HEALTH: case VS_ROUTE_LIVE: case VS_ROUTE_READY:
-            return handle_health(r, c);
-        case VS_ROUTE_ROOT: case VS_ROUTE_DOCS: case VS_ROUTE_OPENAPI:
-            return vs_serve_web_get(r, c);
-        default: return vs_serve_v2_get(r, c, url);
-        }
+        r->answer_later = true;
+        return MHD_YES;
     }
 
     /* A prediction: key, then rate limit, then the model. */
@@ -1197,6 +1198,18 @@ static enum MHD_Result begin_request(struct req *r, struct MHD_Connection *c, co
         }
     }
     return MHD_YES;
+}
+
+/* A preflight or a GET route, on the request's last call. */
+static enum MHD_Result answer_plain(struct req *r, struct MHD_Connection *c, const char *url)
+{
+    if (!strcmp(r->method, "OPTIONS")) return handle_preflight(r, c);
+    switch (r->route) {
+    case VS_ROUTE_METRICS: return handle_metrics(r, c);
+    case VS_ROUTE_HEALTH: case VS_ROUTE_LIVE: case VS_ROUTE_READY: return handle_health(r, c);
+    case VS_ROUTE_ROOT: case VS_ROUTE_DOCS: case VS_ROUTE_OPENAPI: return vs_serve_web_get(r, c);
+    default: return vs_serve_v2_get(r, c, url);
+    }
 }
 
 /* The prediction routes, on a complete body. */
@@ -1287,6 +1300,14 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
         /* An early response was queued; swallow whatever still arrives. */
         *upload_size = 0;
         return MHD_YES;
+    }
+    if (r->answer_later) {
+        /* A body sent with a GET or OPTIONS is read and dropped, up to
+         * --max-upload-bytes; past that the connection is closed. */
+        r->bytes_in += *upload_size;
+        if (!*upload_size) return answer_plain(r, c, url);
+        *upload_size = 0;
+        return r->bytes_in > s->cfg.max_upload_bytes ? MHD_NO : MHD_YES;
     }
     if (*upload_size) {
         /* Body bytes stream in.  Only a chunked body can pass the cap (a

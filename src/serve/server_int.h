@@ -90,6 +90,7 @@ struct req {
     size_t bytes_in;               /* body bytes received (kept or discarded) */
     bool over_limit;               /* chunked body past the cap: discarded, 413 at its end */
     bool responded;                /* a response was queued */
+    bool answer_later;             /* a preflight or GET route: answered on the last call */
     int status;
     size_t bytes_out;
     int cache_hit;                 /* -1 n/a, 0 miss, 1 every image from the cache */

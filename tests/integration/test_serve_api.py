@@ -1,6 +1,8 @@
 """test_serve_api: every route and error status of `vitserve serve` over real
 HTTP on loopback, answers equal to `vitserve classify --json`, request ids,
-the loading phase, a model that fails to load, /metrics through promtool."""
+the loading phase, a model that fails to load, /metrics through promtool,
+keep-alive across GET, OPTIONS and POST."""
+import http.client
 import json
 import os
 import shutil
@@ -195,6 +197,31 @@ with Server(model=fifo_dir, wait_ready=False) as s:
     st, _, j = s.predict(imgs[0][1])
     check(st == 200, "serves once loaded")
     check(s.stop() == 0, "clean exit")
+
+# --- keep-alive: GET routes, a CORS preflight and predictions share one
+# connection (GETs and preflights are answered once the request is read to
+# its end; an answer queued earlier makes libmicrohttpd close the connection)
+for mode in ("2", "0"):
+    with Server("--http-threads", mode) as s:
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+        c.connect()
+        sock0 = c.sock
+        steps = [("GET", "/health/live", None, {}), ("GET", "/metrics", None, {}),
+                 ("OPTIONS", "/predict", None, {"Origin": "http://example.org",
+                                                "Access-Control-Request-Method": "POST"}),
+                 ("POST", "/predict", imgs[0][1], {"Content-Type": "image/jpeg"}),
+                 ("GET", "/", None, {}), ("HEAD", "/health", None, {}),
+                 ("GET", "/health/ready", b"x" * 100, {})]
+        for method, path, body, hdrs in steps:
+            c.request(method, path, body=body, headers=hdrs)
+            r = c.getresponse()
+            r.read()
+            check(r.status in (200, 204), f"[{mode}] {method} {path}: {r.status}")
+            check((r.getheader("Connection") or "").lower() != "close",
+                  f"[{mode}] {method} {path} keeps the connection ({r.getheader('Connection')})")
+        check(c.sock is sock0, f"[{mode}] every answer came on the first connection")
+        c.close()
+        check(s.stop() == 0, f"[{mode}] clean exit")
 
 # --- a model that cannot load: /health says failed, the process exits 1
 bad = os.path.join(vstest.TMP, "serve-missing-model")
