@@ -160,6 +160,61 @@ void vs_jbuf_json_cstr(struct vs_jbuf *b, const char *s)
     vs_jbuf_json_str(b, s, strlen(s));
 }
 
+size_t vs_fmt_u64(char out[VS_FMT_U64_SIZE], uint64_t v)
+{
+    char d[20];
+    size_t n = 0;
+    do {
+        d[sizeof d - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(out, d + sizeof d - n, n);
+    out[n] = '\0';
+    return n;
+}
+
+size_t vs_fmt_fixed3(char out[VS_FMT_FIXED3_SIZE], double x)
+{
+    const double a = fabs(x);
+    if (!(a < 9007199254740.0)) {   /* 2^53 / 1000; also NaN */
+        int n = snprintf(out, VS_FMT_FIXED3_SIZE, "%.3f", x);
+        if (n < 0) return 0;
+        return (size_t)n < VS_FMT_FIXED3_SIZE ? (size_t)n : VS_FMT_FIXED3_SIZE - 1;
+    }
+    const uint64_t m = (uint64_t)llround(a * 1000.0);
+    size_t n = 0;
+    if (signbit(x) && m) out[n++] = '-';
+    n += vs_fmt_u64(out + n, m / 1000);
+    out[n++] = '.';
+    out[n++] = (char)('0' + m / 100 % 10);
+    out[n++] = (char)('0' + m / 10 % 10);
+    out[n++] = (char)('0' + m % 10);
+    out[n] = '\0';
+    return n;
+}
+
+void vs_jbuf_u64(struct vs_jbuf *b, uint64_t v)
+{
+    char d[VS_FMT_U64_SIZE];
+    vs_jbuf_add(b, d, vs_fmt_u64(d, v));
+}
+
+void vs_jbuf_i64(struct vs_jbuf *b, int64_t v)
+{
+    if (v < 0) {
+        vs_jbuf_add(b, "-", 1);
+        vs_jbuf_u64(b, (uint64_t)0 - (uint64_t)v);
+    } else {
+        vs_jbuf_u64(b, (uint64_t)v);
+    }
+}
+
+void vs_jbuf_fixed3(struct vs_jbuf *b, double x)
+{
+    char d[VS_FMT_FIXED3_SIZE];
+    vs_jbuf_add(b, d, vs_fmt_fixed3(d, x));
+}
+
 void vs_jbuf_json_float(struct vs_jbuf *b, double v)
 {
     if (!isfinite(v)) { vs_jbuf_puts(b, "null"); return; }

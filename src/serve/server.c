@@ -136,12 +136,12 @@ static enum MHD_Result queue(struct req *r, struct MHD_Connection *c, unsigned s
     if (r->timing && status < 300) {
         /* compute = processing time after the body arrived, less the
          * batcher queue wait (both ms). */
-        char v[32];
+        char v[VS_FMT_FIXED3_SIZE];
         double total = (double)(vs_now_ns() - r->work_t0_ns) / 1e6;
         double comp = total > r->queue_ms ? total - r->queue_ms : 0.0;
-        snprintf(v, sizeof v, "%.3f", comp);
+        vs_fmt_fixed3(v, comp);
         MHD_add_response_header(resp, "X-Compute-Time", v);
-        snprintf(v, sizeof v, "%.3f", r->queue_ms);
+        vs_fmt_fixed3(v, r->queue_ms);
         MHD_add_response_header(resp, "X-Queue-Time", v);
         MHD_add_response_header(resp, "X-Cache", r->cache_hit == 1 ? "hit" : "miss");
     }
@@ -804,8 +804,10 @@ static void render_result(struct vs_jbuf *b, const struct vs_model_info *in,
         vs_jbuf_json_float(b, score[i]);
         vs_jbuf_puts(b, "}");
     }
-    vs_jbuf_printf(b, "],\"cached\":%s,\"processing_time_ms\":%.3f,\"model\":",
-                   cached ? "true" : "false", ms);
+    vs_jbuf_puts(b, cached ? "],\"cached\":true,\"processing_time_ms\":"
+                           : "],\"cached\":false,\"processing_time_ms\":");
+    vs_jbuf_fixed3(b, ms);
+    vs_jbuf_puts(b, ",\"model\":");
     vs_jbuf_json_cstr(b, in->name);
     vs_jbuf_puts(b, "}");
 }
@@ -1377,13 +1379,26 @@ static void request_completed(void *cls, struct MHD_Connection *c, void **con_cl
         vs_jbuf_json_cstr(&f, r->id);
         vs_jbuf_puts(&f, ",\"method\":");
         vs_jbuf_json_cstr(&f, r->method);
-        vs_jbuf_printf(&f, ",\"route\":\"%s\",\"status\":%d,\"bytes_in\":%zu,\"bytes_out\":%zu,"
-                           "\"ms\":%.3f",
-                       vs_metrics_route_name(r->route), r->status, r->bytes_in, r->bytes_out,
-                       secs * 1e3);
-        if (r->cache_hit >= 0) vs_jbuf_printf(&f, ",\"cache_hit\":%s", r->cache_hit ? "true" : "false");
-        if (r->images) vs_jbuf_printf(&f, ",\"images\":%d", r->images);
-        if (r->batch_size) vs_jbuf_printf(&f, ",\"batch_size\":%d", r->batch_size);
+        /* no printf on this path (jbuf.h) */
+        vs_jbuf_puts(&f, ",\"route\":\"");
+        vs_jbuf_puts(&f, vs_metrics_route_name(r->route));
+        vs_jbuf_puts(&f, "\",\"status\":");
+        vs_jbuf_i64(&f, r->status);
+        vs_jbuf_puts(&f, ",\"bytes_in\":");
+        vs_jbuf_u64(&f, r->bytes_in);
+        vs_jbuf_puts(&f, ",\"bytes_out\":");
+        vs_jbuf_u64(&f, r->bytes_out);
+        vs_jbuf_puts(&f, ",\"ms\":");
+        vs_jbuf_fixed3(&f, secs * 1e3);
+        if (r->cache_hit >= 0) vs_jbuf_puts(&f, r->cache_hit ? ",\"cache_hit\":true" : ",\"cache_hit\":false");
+        if (r->images) {
+            vs_jbuf_puts(&f, ",\"images\":");
+            vs_jbuf_i64(&f, r->images);
+        }
+        if (r->batch_size) {
+            vs_jbuf_puts(&f, ",\"batch_size\":");
+            vs_jbuf_i64(&f, r->batch_size);
+        }
         vs_jbuf_puts(&f, ",\"client\":");
         vs_jbuf_json_cstr(&f, r->client);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
