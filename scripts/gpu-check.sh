@@ -138,21 +138,24 @@ if [ $SERVE -eq 1 ]; then
   get() { python3 -c "import sys,urllib.request as u
 try: r=u.urlopen(sys.argv[1], timeout=5); print(r.status); print(r.read().decode())
 except Exception as e: print('ERR', getattr(e, 'code', ''), getattr(e, 'read', lambda: b'')().decode() if hasattr(e,'read') else e)" "$1"; }
-  for conf in "fp16 128 2" "fp16 256 4"; do
+  # the third run: a thread per connection (--http-threads 0), against the
+  # default pool with offloading (session 7) on the same settings
+  for conf in "fp16 128 2" "fp16 256 4" "fp16 128 2 0"; do
     set -- $conf
+    HT=(); [ -n "${4:-}" ] && HT=(--http-threads "$4")
     "$V" serve --model /tmp/vitb --device cuda --precision "$1" --max-batch "$2" --batch-timeout-ms "$3" \
-         --cache-entries 0 --max-queue 8192 --host 127.0.0.1 --port 18080 --log-level warn \
-         >"$OUT/serve-$1-$2.log" 2>&1 &
+         --cache-entries 0 --max-queue 8192 --host 127.0.0.1 --port 18080 --log-level warn "${HT[@]}" \
+         >"$OUT/serve-$1-$2${4:+-ht$4}.log" 2>&1 &
     SPID=$!
     for i in $(seq 1 100); do get http://127.0.0.1:18080/health/ready 2>/dev/null | grep -q '^200' && break; sleep 0.2; done
     step "health ($1, max-batch $2)" 10 bash -c "$(declare -f get); get http://127.0.0.1:18080/health"
     for c in 256 1024; do
-      step "http $1 mb$2 c$c distinct" 40 "$G/bin/vs-loadgen" --port 18080 --file "$G/load-224.jpg" \
+      step "http $1 mb$2${4:+ ht$4} c$c distinct" 40 "$G/bin/vs-loadgen" --port 18080 --file "$G/load-224.jpg" \
            --concurrency $c --seconds 8 --warmup 2 --distinct
     done
     step "metrics ($1)" 10 bash -c "$(declare -f get); get http://127.0.0.1:18080/metrics | grep -E '^(gpu_|batch_size_(sum|count)|queue_wait_seconds_(sum|count)|inference_requests_total)'"
     kill -TERM $SPID; wait $SPID; echo "server exit $?"
-    tail -5 "$OUT/serve-$1-$2.log"
+    tail -5 "$OUT/serve-$1-$2${4:+-ht$4}.log"
   done
   # PyTorch + transformers on the same GPU, same weights, same input (bench/gpu_torch.py)
   step "torch side by side" 240 env PYTHONUNBUFFERED=1 python3 "$ROOT/bench/gpu_torch.py" \
