@@ -1755,7 +1755,12 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
         struct MHD_OptionItem opts[] = {
             {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s},
             {MHD_OPTION_LISTEN_SOCKET, fds[i], NULL},
-            {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->max_connections, NULL},
+            /* a pool daemon's own limit is one above the whole: at its
+             * limit libmicrohttpd stops accepting on its socket, and a
+             * connection the kernel hashed there would wait unanswered
+             * instead of being refused by accept_policy */
+            {MHD_OPTION_CONNECTION_LIMIT,
+             (intptr_t)cfg->max_connections + (nd > 1 ? 1 : 0), NULL},
             {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->idle_timeout_s, NULL},
             {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, s},
             {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)VS_SRV_CONN_MEMORY, NULL},

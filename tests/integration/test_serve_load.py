@@ -154,19 +154,22 @@ with Server() as s:
 
 # --- --max-connections counts the connections of every pool thread together
 # (each thread has its own listening socket) and with a thread per connection
-def open_keepalive(port, data):
+def open_keepalive(port, data, timeout=30):
     """A connection that has had one prediction answered and stays open
     (GET routes answer before the request is read to its end, so
-    libmicrohttpd closes their connections), or None if the server closed
-    it without an answer."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30 * SLOW)
+    libmicrohttpd closes their connections); "refused" if the server closed
+    it without an answer, "timeout" if nothing came back in time."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout * SLOW)
     try:
         c.request("POST", "/predict", body=data, headers={"Content-Type": "image/jpeg"})
         r = c.getresponse()
         r.read()
+    except (socket.timeout, TimeoutError):
+        c.close()
+        return "timeout"
     except (OSError, http.client.HTTPException):
         c.close()
-        return None
+        return "refused"
     check(r.status == 200 and (r.getheader("Connection") or "").lower() != "close",
           f"a kept-alive prediction ({r.status} {r.getheader('Connection')})")
     return c
@@ -175,20 +178,30 @@ def open_keepalive(port, data):
 for mode in ("2", "0"):
     with Server("--http-threads", mode, "--max-connections", "3") as s:
         img = imgs[0][1]
-        held = [open_keepalive(s.port, img) for _ in range(3)]
-        check(all(held), f"[{mode}] three connections are served")
-        check(open_keepalive(s.port, img) is None, f"[{mode}] a fourth is closed unanswered")
-        held.pop().close()
-        again = None
-        deadline = time.time() + 30 * SLOW
-        while again is None and time.time() < deadline:
-            again = open_keepalive(s.port, img)
-            if again is None:
+        # (a pool thread that held all three used to stop accepting on its
+        # own socket: a fourth hashed there waited, unanswered, until the
+        # idle timeout freed a slot)
+        def served():
+            """A served connection, once the server has seen earlier ones close."""
+            deadline = time.time() + 30 * SLOW
+            while True:
+                c = open_keepalive(s.port, img)
+                if c != "refused" or time.time() > deadline:
+                    return c
                 time.sleep(0.05)
-        check(again is not None, f"[{mode}] once one closes, a new one is served")
-        for sk in held + [again]:
-            if sk:
-                sk.close()
+
+        for round_ in range(16):
+            held = [served() for _ in range(3)]
+            check(all(not isinstance(h, str) for h in held),
+                  f"[{mode}] three connections are served ({held})")
+            fourth = open_keepalive(s.port, img, timeout=10)
+            check(fourth == "refused", f"[{mode}] a fourth is closed unanswered at once ({fourth})")
+            held.pop().close()
+            again = served()
+            check(not isinstance(again, str), f"[{mode}] once one closes, a new one is served")
+            for c in held + [again]:
+                if not isinstance(c, str):
+                    c.close()
         check(s.stop() == 0, f"[{mode}] clean exit")
 
 # --- SIGTERM with requests in flight: all answered, new connections refused, exit 0

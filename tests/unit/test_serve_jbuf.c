@@ -14,27 +14,19 @@
 
 #include "serve/jbuf.h"
 
-static void expect_u64(uint64_t v)
-{
-    char want[32];
-    snprintf(want, sizeof want, "%" PRIu64, v);
-    struct vs_jbuf b;
-    vs_jbuf_init(&b, 0);
-    vs_jbuf_u64(&b, v);
-    assert_string_equal(b.data, want);
-    vs_jbuf_deinit(&b);
-}
-
-static void expect_i64(int64_t v)
-{
-    char want[32];
-    snprintf(want, sizeof want, "%" PRId64, v);
-    struct vs_jbuf b;
-    vs_jbuf_init(&b, 0);
-    vs_jbuf_i64(&b, v);
-    assert_string_equal(b.data, want);
-    vs_jbuf_deinit(&b);
-}
+/* What fn (vs_jbuf_u64 or vs_jbuf_i64) appends for v is snprintf's fmt. */
+#define EXPECT_INT(fn, fmt, v)                  \
+    do {                                        \
+        char want_[32];                         \
+        struct vs_jbuf b_;                      \
+        snprintf(want_, sizeof want_, fmt, v);  \
+        vs_jbuf_init(&b_, 0);                   \
+        fn(&b_, v);                             \
+        assert_string_equal(b_.data, want_);    \
+        vs_jbuf_deinit(&b_);                    \
+    } while (0)
+#define expect_u64(v) EXPECT_INT(vs_jbuf_u64, "%" PRIu64, (uint64_t)(v))
+#define expect_i64(v) EXPECT_INT(vs_jbuf_i64, "%" PRId64, (int64_t)(v))
 
 static void test_integers(void **state)
 {
