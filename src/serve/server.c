@@ -66,6 +66,9 @@
 #define MAX_TOP_K VS_SRV_MAX_TOP_K
 #define MAX_BATCH_FILES VS_SRV_MAX_BATCH_FILES
 #define MAX_PARTS 64        /* multipart parts parsed per request */
+/* Stack of every thread that runs a request (libmicrohttpd's, offload
+ * threads): parsing, decoding and preprocessing fit in it. */
+#define REQUEST_THREAD_STACK ((size_t)1 << 20)
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -591,6 +594,14 @@ static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int
     return first;
 }
 
+/* A non-blocking pass (r->nonblock) stops where it would wait: the caller
+ * (handle_request) runs the request again on a thread of its own. */
+static enum vs_status must_wait(struct req *r, struct vs_err *err)
+{
+    r->would_block = true;
+    return vs_err_set(err, VS_BUSY, "the request has to wait for the engine");
+}
+
 /* Copies a ready entry's record (rec floats) into the job's logits. */
 static enum vs_status take_values(struct vs_srv_job *j, int rec, struct vs_err *err)
 {
@@ -663,12 +674,11 @@ enum vs_status vs_serve_classify(struct req *r, struct vs_srv_job *jobs, int n,
                 vs_rcache_release(s->cache, jobs[k].entry);
                 jobs[k].entry = NULL;
             }
-            r->would_block = true;
             free(r->keys);
             r->keys = malloc((size_t)n * sizeof *r->keys);
             r->nkeys = r->keys ? n : 0;
             for (int k = 0; k < r->nkeys; k++) memcpy(r->keys[k], jobs[k].key, 32);
-            return vs_err_set(err, VS_BUSY, "the request has to wait for the engine");
+            return must_wait(r, err);
         }
         unsigned hits = 0;
         for (i = 0; i < n; i++) {
@@ -756,10 +766,7 @@ enum vs_status vs_serve_run_pixels(struct req *r, const float *pixels, int n, fl
 {
     struct vs_server *s = r->s;
     const size_t L = (size_t)s->info->num_labels;
-    if (r->nonblock) {   /* no cache on this path: it always waits */
-        r->would_block = true;
-        return vs_err_set(err, VS_BUSY, "the request has to wait for the engine");
-    }
+    if (r->nonblock) return must_wait(r, err);   /* no cache on this path: it always waits */
     struct vs_batch_item *items = calloc((size_t)n, sizeof *items);
     struct vs_batch_item **ptrs = calloc((size_t)n, sizeof *ptrs);
     if (!items || !ptrs) {
@@ -1682,7 +1689,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     atomic_init(&s->next_id, 1);
     pthread_attr_init(&s->offload_attr);
     pthread_attr_setdetachstate(&s->offload_attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&s->offload_attr, (size_t)1 << 20);  /* as per-connection threads */
+    pthread_attr_setstacksize(&s->offload_attr, REQUEST_THREAD_STACK);
     enum vs_status st;
     uint64_t ttl_ms = (uint64_t)(cfg->cache_ttl_s * 1000.0);
     if (cfg->cache_ttl_s > 0 && ttl_ms == 0) ttl_ms = 1; /* under 1 ms: the shortest, not none */
@@ -1764,7 +1771,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
             {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->idle_timeout_s, NULL},
             {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)request_completed, s},
             {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)VS_SRV_CONN_MEMORY, NULL},
-            {MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)(1 << 20), NULL},
+            {MHD_OPTION_THREAD_STACK_SIZE, (intptr_t)REQUEST_THREAD_STACK, NULL},
             {MHD_OPTION_END, 0, NULL},
         };
         errno = 0;

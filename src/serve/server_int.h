@@ -69,7 +69,7 @@ struct vs_server {
     size_t openapi_len;
     atomic_int inflight;
     atomic_int offloaded;          /* offload threads not yet finished */
-    pthread_attr_t offload_attr;   /* detached, 1 MiB stack */
+    pthread_attr_t offload_attr;   /* detached, REQUEST_THREAD_STACK (server.c) */
     atomic_ullong next_id;
     uint64_t id_seed;
     double started_wall;
