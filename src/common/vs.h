@@ -24,7 +24,8 @@
     X(NOT_FOUND,   "not found")                           \
     X(BUSY,        "queue full, retry later")             \
     X(TIMEOUT,     "deadline exceeded")                   \
-    X(BACKEND,     "compute backend failure")
+    X(BACKEND,     "compute backend failure")            \
+    X(CANCELLED,   "client disconnected")
 
 enum vs_status {
 #define X(name, text) VS_##name,

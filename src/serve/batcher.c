@@ -59,6 +59,14 @@ static void run_batch(struct vs_batcher *b, struct vs_batch_item **take, int k)
                      (double)(now - it->_enqueued_ns) / 1e6);
             continue;
         }
+        if (it->gone && it->gone(it->gone_ctx)) {
+            /* Its requester went away: no forward pass for nobody. */
+            it->status = VS_CANCELLED;
+            snprintf(it->msg, sizeof it->msg,
+                     "client disconnected; dropped after %.0f ms in the queue",
+                     (double)(now - it->_enqueued_ns) / 1e6);
+            continue;
+        }
         /* row n of the batch: the submitter's own buffer, not a copy */
         b->rows[n] = it->in;
         waits[n] = (double)(now - it->_enqueued_ns) / 1e9;

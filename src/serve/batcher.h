@@ -6,7 +6,9 @@
  * queued together or not at all; the compute thread takes up to max_batch
  * items as soon as that many are queued or the oldest queued item has
  * waited timeout_ms, drops the items already past their deadline
- * (VS_TIMEOUT, never computed), calls compute() once with the rest as
+ * (VS_TIMEOUT, never computed) and those whose requester has gone (the
+ * item's gone() probe says so: VS_CANCELLED, never computed), calls
+ * compute() once with the rest as
  * rows: rows[i] is item i's own `in` pointer (nothing is copied; the
  * engine reads each image where the submitter keeps it), and scatters the
  * float[n][out_floats] result back into each item.  Items keep FIFO order,
@@ -51,6 +53,12 @@ struct vs_batch_item {
     const float *in;        /* one input row (what compute() expects), submitter-owned */
     float *out;             /* out_floats, submitter-owned, written on VS_OK */
     uint64_t deadline_ns;   /* vs_now_ns() scale; 0 = none */
+    /* Optional (NULL: never): asked on the batcher's thread, unlocked,
+     * just before the item would join a forward pass; true drops it
+     * (VS_CANCELLED).  The server asks whether the client closed its
+     * connection.  Must stay callable until vs_batcher_wait() returned. */
+    bool (*gone)(void *gone_ctx);
+    void *gone_ctx;
     /* written by the batcher: */
     enum vs_status status;
     char msg[512];          /* failure text ("" on success) */

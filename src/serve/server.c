@@ -82,6 +82,7 @@ unsigned vs_serve_http_status(enum vs_status st)
     case VS_UNSUPPORTED: return 415;
     case VS_BUSY: return 429;
     case VS_TIMEOUT: return 504;
+    case VS_CANCELLED: return 499;   /* nginx's "client closed request": logs, metrics */
     case VS_NOMEM: case VS_IO: case VS_BACKEND: default: return 500;
     }
 }
@@ -323,6 +324,23 @@ static void set_client(struct req *r, struct MHD_Connection *c)
     snprintf(r->ip, sizeof r->ip, "%s", ip);
 }
 
+/* Has the client closed its connection (or reset it)?  The batcher asks
+ * just before a queued image of this request joins a forward pass, so that
+ * a client that gave up (its own timeout, a closed browser tab) costs no
+ * forward pass.  A peek at the socket: 0 bytes is the client's FIN, an
+ * error a reset; bytes (a pipelined request) or nothing yet mean it is
+ * still there.  Like nginx, a client that half-closes after sending its
+ * request counts as gone.  The socket stays ours meanwhile: the connection
+ * is suspended (a pool) or its thread is the one waiting here. */
+static bool client_gone(void *ctx)
+{
+    const struct req *r = ctx;
+    if (r->fd < 0) return false;
+    char c;
+    const ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 /* ---- GET routes ------------------------------------------------------- */
 
 static const char *state_word(enum vs_serve_state st)
@@ -538,6 +556,8 @@ static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int
         j->item.in = j->pixels;
         j->item.out = j->logits;
         j->item.deadline_ns = deadline_ns;
+        j->item.gone = client_gone;
+        j->item.gone_ctx = r;
         items[ni++] = &j->item;
     }
     enum vs_status st = vs_batcher_submit(s->batcher, items, ni, err);
@@ -570,9 +590,10 @@ static enum vs_status compute_claims(struct req *r, struct vs_srv_job *jobs, int
         free(j->pixels);
         j->pixels = NULL;
         struct vs_err e = {0};
-        if (j->item.status == VS_TIMEOUT) {
-            /* Dropped uncomputed: our deadline passed in the queue. */
-            st = vs_err_set(&e, VS_TIMEOUT, "%s", j->item.msg);
+        if (j->item.status == VS_TIMEOUT || j->item.status == VS_CANCELLED) {
+            /* Dropped uncomputed: our deadline passed in the queue, or our
+             * client left; a waiter for the same image takes it over. */
+            st = vs_err_set(&e, j->item.status, "%s", j->item.msg);
             vs_rcache_abandon(s->cache, j->entry, &e);
         } else if (j->item.status) {
             st = vs_err_set(&e, j->item.status, "%s", j->item.msg);
@@ -778,6 +799,8 @@ enum vs_status vs_serve_run_pixels(struct req *r, const float *pixels, int n, fl
         items[i].in = pixels + (size_t)i * s->in_floats;  /* [3][H][W] */
         items[i].out = logits + (size_t)i * L;             /* [num_labels] */
         items[i].deadline_ns = deadline_ns;
+        items[i].gone = client_gone;
+        items[i].gone_ctx = r;
         ptrs[i] = &items[i];
     }
     enum vs_status st = vs_batcher_submit(s->batcher, ptrs, n, err);
@@ -1292,6 +1315,9 @@ static enum MHD_Result handle_request(void *cls, struct MHD_Connection *c, const
         vs_jbuf_init(&r->body, s->cfg.max_upload_bytes ? s->cfg.max_upload_bytes : 1);
         set_request_id(r, c);
         set_client(r, c);
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        r->fd = fi ? fi->connect_fd : -1;
         atomic_fetch_add(&s->inflight, 1);
         *con_cls = r;
         return begin_request(r, c, url, method);

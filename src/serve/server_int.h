@@ -84,6 +84,7 @@ struct req {
     char id[72];                   /* request id (client's X-Request-ID or generated) */
     char client[64];               /* socket peer "ip:port" (logs) */
     char ip[INET6_ADDRSTRLEN];     /* socket peer address */
+    int fd;                        /* the connection's socket (-1: unknown): client_gone() */
     const char *err_key;           /* error body key: "detail" (original API) or "error" */
     struct vs_jbuf body;           /* raw body, capped at --max-upload-bytes; grows
                                       with the bytes received, never reserved ahead */

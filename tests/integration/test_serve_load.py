@@ -4,7 +4,8 @@ passes (batch_size histogram); a full queue answers 429 + Retry-After; an
 expired deadline answers 504; SIGTERM with requests in flight answers them
 all and exits 0; with one HTTP pool thread, a cache hit is answered while
 misses wait in the queue, and the waiting misses share a forward pass (the
-same with a thread per connection); a port in use is refused;
+same with a thread per connection); a client that closes its connection
+while its image is queued costs no forward pass; a port in use is refused;
 --max-connections holds over the whole pool."""
 import http.client
 import json
@@ -16,7 +17,7 @@ import time
 
 import vstest
 from vstest import check
-from serve_harness import Server, MODEL, IMAGES, SLOW, fixture_images
+from serve_harness import Server, MODEL, IMAGES, SLOW, fixture_images, multipart
 
 imgs = fixture_images()
 N = 64
@@ -138,6 +139,60 @@ for mode in ("1", "0"):
         check(m["cache_hits_total"] == 1 and m["cache_misses_total"] == 4,
               f"[{mode}] cache counters ({m['cache_hits_total']:.0f} hits, "
               f"{m['cache_misses_total']:.0f} misses)")
+        check(s.stop() == 0, f"[{mode}] clean exit")
+
+# --- a client that closes its connection while its image waits in the
+# queue costs no forward pass: the image is dropped when the batcher would
+# take it (499 in the log and the metrics).  An identical request that was
+# waiting for that image takes it over and is answered.  Both HTTP modes.
+def send_and_close(port, data, after):
+    """Sends a whole /predict request, then closes the socket after `after` s
+    without reading the answer."""
+    ctype, body = multipart([("file", "gone.jpg", data)])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall((f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    time.sleep(after)
+    sock.close()
+
+
+for mode in ("1", "0"):
+    wait_ms = int(1500 * SLOW)
+    with Server("--http-threads", mode, "--max-batch", "4", "--batch-timeout-ms", str(wait_ms)) as s:
+        (na, a), (nb, b) = imgs[:2]
+        t0 = time.time()
+        send_and_close(s.port, a, 0.3)
+        deadline = time.time() + 30 * SLOW
+        m = s.metrics()
+        while time.time() < deadline and m.get('http_requests_total{method="POST",route="/predict",status="499"}', 0) < 1:
+            time.sleep(0.05)
+            m = s.metrics()
+        check(m.get('http_requests_total{method="POST",route="/predict",status="499"}') == 1,
+              f"[{mode}] the abandoned request is recorded as 499")
+        check(time.time() - t0 >= wait_ms / 1000 * 0.9,
+              f"[{mode}] ... when its image would have joined a forward pass")
+        check(m["batch_size_count"] == 0 and m["queue_depth"] == 0,
+              f"[{mode}] ... and no forward pass ran for it ({m['batch_size_count']:.0f})")
+        check([l for l in s.log("request") if l.get("status") == 499],
+              f"[{mode}] the request log says 499")
+        # the same image twice: the first client leaves, the second waits for it
+        got = {}
+        t = threading.Thread(target=lambda: got.update(r=s.predict(b, nb)))
+        closer = threading.Thread(target=send_and_close, args=(s.port, b, 0.5))
+        closer.start()
+        time.sleep(0.2)
+        t.start()
+        closer.join()
+        t.join(timeout=60 * SLOW)
+        st, _, body = got.get("r", (0, {}, {}))
+        check(st == 200 and [p["label"] for p in body["predictions"]] ==
+              [p["label"] for p in ref[nb]],
+              f"[{mode}] the waiting identical request is answered ({st})")
+        m = s.metrics()
+        check(m.get('http_requests_total{method="POST",route="/predict",status="499"}') == 2,
+              f"[{mode}] the second abandoned request is a 499 too")
+        check(m["batch_size_count"] == 1 and m["batch_size_sum"] == 1,
+              f"[{mode}] one forward pass, for the client that stayed ({m['batch_size_count']:.0f})")
         check(s.stop() == 0, f"[{mode}] clean exit")
 
 # --- a port already in use is refused, also when the holder is a pool of

@@ -4,7 +4,8 @@
  * before compute, compute errors reaching every item, draining on destroy;
  * compute() gets the submitters' own input buffers as rows (no copy), in
  * FIFO order; destroy while submitters still wait; a waiter takes its
- * queued item out at its deadline.
+ * queued item out at its deadline; an item whose requester has gone is
+ * dropped uncomputed.
  * VS_TEST_LABELS: tsan */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -276,6 +277,46 @@ static void test_oversized_group_into_empty_queue(void **state)
     vs_batcher_destroy(b);
 }
 
+static bool said_gone(void *ctx)
+{
+    return *(const atomic_int *)ctx != 0;
+}
+
+/* An item whose requester has gone (its gone() probe, asked as the batch
+ * is taken) is dropped uncomputed, VS_CANCELLED; the rest of its batch,
+ * and an item whose probe says "still here", run as usual. */
+static void test_gone_dropped(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    struct vs_batcher *b = make(&f, 4, 10000, 64);
+    atomic_int gone = 1, here = 0;
+    enum { N = 4 };
+    struct item_buf x[N];
+    struct vs_batch_item *items[N];
+    for (int i = 0; i < N; i++) { prep(&x[i], (float)i + 1, 0); items[i] = &x[i].it; }
+    x[1].it.gone = said_gone, x[1].it.gone_ctx = &gone;
+    x[3].it.gone = said_gone, x[3].it.gone_ctx = &gone;
+    x[2].it.gone = said_gone, x[2].it.gone_ctx = &here;
+    assert_int_equal(vs_batcher_submit(b, items, N, NULL), VS_OK);
+    vs_batcher_wait(b, items, N);
+    assert_int_equal(atomic_load(&f.calls), 1);
+    assert_int_equal(atomic_load(&f.rows), 2);
+    for (int i = 0; i < N; i++) {
+        if (i == 1 || i == 3) {
+            assert_int_equal(x[i].it.status, VS_CANCELLED);
+            assert_int_equal(x[i].it.batch_size, 0);
+            assert_non_null(strstr(x[i].it.msg, "client disconnected"));
+            assert_true(x[i].out[0] == 0.0f);   /* never written */
+        } else {
+            assert_int_equal(x[i].it.status, VS_OK);
+            assert_int_equal(x[i].it.batch_size, 2);
+            assert_true(x[i].out[0] == 4.0f * ((float)i + 1));
+        }
+    }
+    vs_batcher_destroy(b);
+}
+
 static void test_compute_error(void **state)
 {
     (void)state;
@@ -451,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_queue_full_and_deadline),
         cmocka_unit_test(test_deadline_while_queued),
         cmocka_unit_test(test_oversized_group_into_empty_queue),
+        cmocka_unit_test(test_gone_dropped),
         cmocka_unit_test(test_compute_error),
         cmocka_unit_test(test_rows_fifo_across_groups),
         cmocka_unit_test(test_concurrent_clients),
