@@ -41,9 +41,8 @@ struct vs_model *vs_cli_load_model(const char *cmd, const struct vs_cli_model_ar
         return NULL;
     }
     if (vs_model_info(m)->preproc_defaults)
-        fprintf(stderr, "vitserve %s: warning: %s has no preprocessor_config.json; using "
-                "ViTImageProcessor's defaults (mean and std 0.5): a model trained with other "
-                "normalisation scores wrongly\n", cmd, vs_model_info(m)->dir);
+        fprintf(stderr, "vitserve %s: warning: %s: " VS_MODEL_PREPROC_DEFAULTS_WARNING "\n", cmd,
+                vs_model_info(m)->dir);
     return m;
 }
 

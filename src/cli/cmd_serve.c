@@ -205,7 +205,7 @@ int vs_cmd_serve(int argc, char **argv)
         if (vs_serve_state(srv, &err) == VS_SERVE_FAILED) {
             fprintf(stderr, "vitserve serve: %s\n", err.msg);
             vs_serve_destroy(srv);
-                return 1;
+            return 1;
         }
     }
     vs_slog_kv(VS_LOG_INFO, "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");

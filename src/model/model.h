@@ -68,6 +68,12 @@ void vs_model_opts_default(struct vs_model_opts *o);
 
 /* Everything a caller may want to know about a loaded model.  Strings and
  * arrays are owned by the model and live as long as it does. */
+/* The warning, one wording for the CLI and the server log, when a model
+ * folder has no preprocessor_config.json (vs_model_info.preproc_defaults). */
+#define VS_MODEL_PREPROC_DEFAULTS_WARNING                                              \
+    "no preprocessor_config.json: using ViTImageProcessor's defaults (mean and std " \
+    "0.5); a model trained with other normalisation scores wrongly"
+
 struct vs_model_info {
     const char *spec;           /* what the user passed to --model */
     const char *dir;            /* resolved snapshot folder */
@@ -91,7 +97,8 @@ struct vs_model_info {
     enum vs_score_fn default_score_fn; /* softmax, or sigmoid for multi-label / 1-label */
     struct vs_preproc preproc;  /* from preprocessor_config.json */
     bool preproc_defaults;      /* the folder has none: ViTImageProcessor's defaults
-                                 * (a cache filled by AutoModel alone lacks it) */
+                                 * (a cache filled by AutoModel alone lacks it);
+                                 * warn with VS_MODEL_PREPROC_DEFAULTS_WARNING */
     const char *backend;        /* "cpu-onednn", "cuda", ... ("" when !load_weights) */
     const char *device_name;    /* CPU model or GPU name */
     enum vs_precision precision;

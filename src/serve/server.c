@@ -1536,8 +1536,7 @@ static void *loader_main(void *arg)
         vs_jbuf_init(&f, 0);
         vs_jbuf_puts(&f, ",\"dir\":");
         vs_jbuf_json_cstr(&f, in->dir);
-        vs_slog(VS_LOG_WARN, "no preprocessor_config.json: using ViTImageProcessor's defaults "
-                "(mean and std 0.5); a model trained with other normalisation scores wrongly", &f);
+        vs_slog(VS_LOG_WARN, VS_MODEL_PREPROC_DEFAULTS_WARNING, &f);
         vs_jbuf_deinit(&f);
     }
     /* Publish: everything above is visible to acquire loads of `loaded`
@@ -1697,9 +1696,9 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     if (cfg->max_batch < 1 || cfg->max_queue < 1 || cfg->batch_timeout_ms < 0 ||
         cfg->request_timeout_s <= 0 || cfg->max_connections < 1 || cfg->http_threads < 0 ||
         cfg->port < 0 || cfg->port > 65535 || !cfg->model || !cfg->host)
-        return vs_err_set(err, VS_BAD_INPUT, "serve: invalid configuration");
+        return vs_err_set(err, VS_BAD_INPUT, "invalid configuration");
     struct vs_server *s = calloc(1, sizeof *s);
-    if (!s) return vs_err_set(err, VS_NOMEM, "serve: out of memory");
+    if (!s) return vs_err_set(err, VS_NOMEM, "out of memory");
     s->cfg = *cfg;
     snprintf(s->host, sizeof s->host, "%s", cfg->host);
     snprintf(s->model_spec, sizeof s->model_spec, "%s", cfg->model);
@@ -1747,7 +1746,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     snprintf(port_s, sizeof port_s, "%d", cfg->port);
     int gai = getaddrinfo(s->host, port_s, &hints, &ai);
     if (gai || !ai) {
-        st = vs_err_set(err, VS_BAD_INPUT, "serve: cannot resolve --host '%s': %s", s->host,
+        st = vs_err_set(err, VS_BAD_INPUT, "cannot resolve --host '%s': %s", s->host,
                         gai_strerror(gai));
         vs_serve_destroy(s);
         return st;
@@ -1766,12 +1765,12 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
         free(fds);
         freeaddrinfo(ai);
         vs_serve_destroy(s);
-        return vs_err_set(err, VS_NOMEM, "serve: out of memory");
+        return vs_err_set(err, VS_NOMEM, "out of memory");
     }
     st = listen_on(ai, nd, fds, &s->port, err);
     freeaddrinfo(ai);
     if (st) {
-        vs_err_prefix(err, "serve: cannot listen on %s:%d", s->host, cfg->port);
+        vs_err_prefix(err, "cannot listen on %s:%d", s->host, cfg->port);
         free(fds);
         vs_serve_destroy(s);
         return st;
@@ -1804,7 +1803,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
         s->mhd[i] = MHD_start_daemon(flags, 0, nd > 1 ? accept_policy : NULL, s, handle_request,
                                      s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
         if (!s->mhd[i]) {
-            st = vs_err_set(err, VS_IO, "serve: cannot start the HTTP server on %s:%d (%s)",
+            st = vs_err_set(err, VS_IO, "cannot start the HTTP server on %s:%d (%s)",
                             s->host, s->port,
                             errno ? strerror(errno) : "libmicrohttpd refused the options");
             for (int k = i; k < nd; k++) close(fds[k]);   /* not taken over */
@@ -1828,7 +1827,7 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
     }
     if (pthread_create(&s->loader, NULL, loader_main, s)) {
         vs_serve_destroy(s);
-        return vs_err_set(err, VS_NOMEM, "serve: cannot start the model-loading thread");
+        return vs_err_set(err, VS_NOMEM, "cannot start the model-loading thread");
     }
     s->loader_started = true;
     *out = s;

@@ -17,10 +17,10 @@
 enum vs_status vs_serve_web_init(struct vs_server *s, struct vs_err *err)
 {
     const struct vs_web_asset *a = vs_web_asset_find("openapi.json");
-    if (!a) return vs_err_set(err, VS_BACKEND, "serve: openapi.json is not embedded");
+    if (!a) return vs_err_set(err, VS_BACKEND, "openapi.json is not embedded");
     json_error_t je;
     json_t *doc = json_loadb((const char *)a->data, a->size, 0, &je);
-    if (!doc) return vs_err_set(err, VS_BACKEND, "serve: embedded openapi.json: line %d: %s",
+    if (!doc) return vs_err_set(err, VS_BACKEND, "embedded openapi.json: line %d: %s",
                                 je.line, je.text);
     json_t *info = json_object_get(doc, "info");
     if (json_is_object(info)) {
@@ -30,7 +30,7 @@ enum vs_status vs_serve_web_init(struct vs_server *s, struct vs_err *err)
     }
     char *text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     json_decref(doc);
-    if (!text) return vs_err_set(err, VS_NOMEM, "serve: out of memory for openapi.json");
+    if (!text) return vs_err_set(err, VS_NOMEM, "out of memory for openapi.json");
     s->openapi = text;
     s->openapi_len = strlen(text);
     return VS_OK;
