@@ -193,6 +193,83 @@ size_t vs_fmt_fixed3(char out[VS_FMT_FIXED3_SIZE], double x)
     return n;
 }
 
+static size_t fmt_g9_printf(char out[VS_FMT_G9_SIZE], double x)
+{
+    int n = snprintf(out, VS_FMT_G9_SIZE, "%.9g", x);
+    if (n < 0) return 0;
+    return (size_t)n < VS_FMT_G9_SIZE ? (size_t)n : VS_FMT_G9_SIZE - 1;
+}
+
+size_t vs_fmt_g9(char out[VS_FMT_G9_SIZE], double x)
+{
+    /* 10^0 .. 10^22: every one exact in a double */
+    static const double p10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                   1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const double a = fabs(x);
+    if (a == 0.0) {
+        size_t n = 0;
+        if (signbit(x)) out[n++] = '-';
+        out[n++] = '0';
+        out[n] = '\0';
+        return n;
+    }
+    if (!(a >= 1e-14 && a < 1e31)) return fmt_g9_printf(out, x);   /* also inf, NaN */
+    /* x's decimal exponent E (10^E <= a < 10^(E+1)), then s = a * 10^(8-E)
+     * in [1e8, 1e9): one multiplication or division by an exact power of
+     * ten, so s is the exact product correctly rounded, within half an ulp
+     * (2^-24 below 2^30) */
+    int e = (int)floor(log10(a));
+    double sc = 0.0;
+    for (int tries = 0; tries < 3; tries++) {   /* log10 may be one off near 10^E */
+        const int k = 8 - e;
+        if (k > 22 || k < -22) return fmt_g9_printf(out, x);
+        sc = k >= 0 ? a * p10[k] : a / p10[-k];
+        if (sc < 1e8) e--;
+        else if (sc >= 1e9) e++;
+        else break;
+    }
+    if (!(sc >= 1e8 && sc < 1e9)) return fmt_g9_printf(out, x);
+    const double fl = floor(sc), frac = sc - fl;   /* exact: sc < 2^30 */
+    /* the exact value may be a hair on the other side of a half: printf
+     * settles it */
+    if (fabs(frac - 0.5) <= 0x1p-22) return fmt_g9_printf(out, x);
+    uint64_t d = (uint64_t)fl + (frac > 0.5);
+    if (d == 1000000000u) d = 100000000u, e++;   /* 9.999999996 -> 10.0000000 */
+    char dig[9];
+    for (int i = 8; i >= 0; i--) dig[i] = (char)('0' + d % 10), d /= 10;
+    int nd = 9;   /* %g drops trailing zeros (and then a bare point) */
+    while (nd > 1 && dig[nd - 1] == '0') nd--;
+    size_t n = 0;
+    if (signbit(x)) out[n++] = '-';
+    if (e < -4 || e >= 9) {   /* d.dddddddde+XX */
+        out[n++] = dig[0];
+        if (nd > 1) {
+            out[n++] = '.';
+            for (int i = 1; i < nd; i++) out[n++] = dig[i];
+        }
+        out[n++] = 'e';
+        out[n++] = e < 0 ? '-' : '+';
+        const int ae = e < 0 ? -e : e;
+        if (ae >= 100) out[n++] = (char)('0' + ae / 100);
+        out[n++] = (char)('0' + ae / 10 % 10);
+        out[n++] = (char)('0' + ae % 10);
+    } else if (e >= 0) {      /* ddd.dddddd */
+        for (int i = 0; i <= e; i++) out[n++] = dig[i];
+        if (nd > e + 1) {
+            out[n++] = '.';
+            for (int i = e + 1; i < nd; i++) out[n++] = dig[i];
+        }
+    } else {                  /* 0.000ddddddddd */
+        out[n++] = '0';
+        out[n++] = '.';
+        for (int i = 0; i < -e - 1; i++) out[n++] = '0';
+        for (int i = 0; i < nd; i++) out[n++] = dig[i];
+    }
+    out[n] = '\0';
+    return n;
+}
+
 void vs_jbuf_u64(struct vs_jbuf *b, uint64_t v)
 {
     char d[VS_FMT_U64_SIZE];
@@ -218,5 +295,6 @@ void vs_jbuf_fixed3(struct vs_jbuf *b, double x)
 void vs_jbuf_json_float(struct vs_jbuf *b, double v)
 {
     if (!isfinite(v)) { vs_jbuf_puts(b, "null"); return; }
-    vs_jbuf_printf(b, "%.9g", v);
+    char d[VS_FMT_G9_SIZE];
+    vs_jbuf_add(b, d, vs_fmt_g9(d, v));
 }

@@ -50,6 +50,13 @@ void vs_jbuf_fixed3(struct vs_jbuf *b, double x);
 #define VS_FMT_FIXED3_SIZE 328   /* "%.3f" of -DBL_MAX fits */
 size_t vs_fmt_u64(char out[VS_FMT_U64_SIZE], uint64_t v);
 size_t vs_fmt_fixed3(char out[VS_FMT_FIXED3_SIZE], double x);
+/* x as "%.9g" prints it, byte for byte, for finite x (non-finite: printf's
+ * "inf"/"nan").  Without printf for 1e-14 <= |x| < 1e31 (scores, logits),
+ * where one correctly rounded scaling by a power of ten gives the nine
+ * digits; printf takes the values outside that range and the rare ones
+ * whose ninth digit the scaling cannot settle (within 2^-22 of a half). */
+#define VS_FMT_G9_SIZE 32
+size_t vs_fmt_g9(char out[VS_FMT_G9_SIZE], double x);
 
 /* Appends s[0..n) as a JSON string literal, quotes included.  Control
  * characters are escaped, valid UTF-8 passes through, and every byte that
