@@ -209,12 +209,16 @@ int vs_cmd_serve(int argc, char **argv)
         }
     }
     vs_slog_kv(VS_LOG_INFO, "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    int status = 0;
     if (vs_serve_drain(srv, grace_s, &err)) {
+        /* What still runs (a forward pass longer than the grace, a hung
+         * device) holds threads that vs_serve_destroy would wait for,
+         * without end for a hung device: exit now, and the kernel closes
+         * those connections. */
         vs_slog_kv(VS_LOG_WARN, "grace period over", "detail", err.msg);
-        status = 1;
+        vs_slog_kv(VS_LOG_INFO, "stopped", "exit_status", "1");
+        _exit(1);
     }
     vs_serve_destroy(srv);
-    vs_slog_kv(VS_LOG_INFO, "stopped", "exit_status", status ? "1" : "0");
-    return status;
+    vs_slog_kv(VS_LOG_INFO, "stopped", "exit_status", "0");
+    return 0;
 }

@@ -1,7 +1,7 @@
 /* batcher.c: the dynamic batcher (contract in batcher.h).
  *
  * One mutex guards the queue (a singly linked FIFO of items), `depth`,
- * `waiters`, `stopping` and every item's _done and _taken flags.  Two condition variables on the
+ * `waiters`, `stopping`, `hurry` and every item's _done and _taken flags.  Two condition variables on the
  * monotonic clock: `work` wakes the compute thread (a submit, or stop),
  * `done` wakes submitters waiting for their items.  The compute thread
  * holds the lock only to take items and to mark them done: compute()
@@ -24,6 +24,7 @@ struct vs_batcher {
     int depth;
     int waiters;    /* threads inside vs_batcher_wait (destroy waits them out) */
     bool stopping;
+    bool hurry;     /* vs_batcher_hurry: no more waiting for company */
     pthread_t thread;
     const float **rows; /* [max_batch]: the computed items' `in`, handed to compute() */
     float *out;     /* [max_batch][out_floats] */
@@ -102,8 +103,8 @@ static void *batcher_main(void *arg)
         while (!b->head && !b->stopping) pthread_cond_wait(&b->work, &b->mu);
         if (!b->head) break; /* stopping and drained */
         /* Wait for company: until max_batch items are queued or the oldest
-         * has waited timeout_ms (at once when stopping). */
-        while (b->head && b->depth < maxb && !b->stopping) {
+         * has waited timeout_ms (at once when stopping or hurried). */
+        while (b->head && b->depth < maxb && !b->stopping && !b->hurry) {
             uint64_t due = b->head->_enqueued_ns + (uint64_t)b->cfg.timeout_ms * 1000000u;
             if (vs_now_ns() >= due) break;
             struct timespec ts = to_ts(due);
@@ -170,6 +171,14 @@ enum vs_status vs_batcher_create(const struct vs_batcher_config *cfg,
     }
     *out = b;
     return VS_OK;
+}
+
+void vs_batcher_hurry(struct vs_batcher *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->hurry = true;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->mu);
 }
 
 void vs_batcher_destroy(struct vs_batcher *b)

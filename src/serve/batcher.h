@@ -77,6 +77,12 @@ struct vs_batcher;
 enum vs_status vs_batcher_create(const struct vs_batcher_config *cfg,
                                  struct vs_batcher **out, struct vs_err *err);
 
+/* From now on batches are taken as soon as anything is queued, without
+ * waiting for company (timeout_ms): the server calls it when it starts
+ * draining, since no new client will come to fill a batch.  Submits are
+ * still accepted. */
+void vs_batcher_hurry(struct vs_batcher *b);
+
 /* Finishes every queued item (computing those still within their deadline),
  * joins the thread, lets threads still in vs_batcher_wait() return, and
  * frees.  New submits fail meanwhile.  NULL ok. */

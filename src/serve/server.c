@@ -1543,8 +1543,10 @@ static void *loader_main(void *arg)
      * and `state`.  A drain that began meanwhile keeps state DRAINING. */
     atomic_store_explicit(&s->loaded, true, memory_order_release);
     int expect = VS_SERVE_LOADING;
-    atomic_compare_exchange_strong_explicit(&s->state, &expect, VS_SERVE_READY,
-                                            memory_order_acq_rel, memory_order_acquire);
+    if (!atomic_compare_exchange_strong_explicit(&s->state, &expect, VS_SERVE_READY,
+                                                 memory_order_acq_rel, memory_order_acquire) &&
+        expect == VS_SERVE_DRAINING)
+        vs_batcher_hurry(s->batcher);   /* the drain could not: the batcher was not out yet */
     return NULL;
 
 fail:
@@ -1855,6 +1857,9 @@ enum vs_status vs_serve_drain(struct vs_server *s, double grace_s, struct vs_err
         if (fd != MHD_INVALID_SOCKET) close(fd);
     }
     vs_slog_kv(VS_LOG_INFO, "draining", "detail", "stopped accepting connections");
+    /* No new client will fill a batch: queued images run now rather than
+     * after --batch-timeout-ms. */
+    if (vs_serve_model_usable(s)) vs_batcher_hurry(s->batcher);
     uint64_t until = vs_now_ns() + (uint64_t)(grace_s * 1e9);
     int quiet = 0;
     /* In-flight requests finish; zero must hold for 50 ms in a row so that a

@@ -5,13 +5,16 @@ expired deadline answers 504; SIGTERM with requests in flight answers them
 all and exits 0; with one HTTP pool thread, a cache hit is answered while
 misses wait in the queue, and the waiting misses share a forward pass (the
 same with a thread per connection); a client that closes its connection
-while its image is queued costs no forward pass; a port in use is refused;
+while its image is queued costs no forward pass; SIGTERM runs queued images
+at once and, when the grace runs out, exits 1 without waiting for the
+passes still running; a port in use is refused;
 --max-connections holds over the whole pool."""
 import http.client
 import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -259,8 +262,10 @@ for mode in ("2", "0"):
                     c.close()
         check(s.stop() == 0, f"[{mode}] clean exit")
 
-# --- SIGTERM with requests in flight: all answered, new connections refused, exit 0
-with Server("--cache-entries", "0", "--batch-timeout-ms", str(int(3000 * SLOW))) as s:
+# --- SIGTERM with requests in flight: all answered, new connections refused,
+# exit 0.  The queued images wait for company for a minute: draining runs
+# them at once (no new client will fill their batch).
+with Server("--cache-entries", "0", "--batch-timeout-ms", "60000") as s:
     jobs = [imgs[i % len(imgs)] for i in range(8)]
     result = {}
     t = threading.Thread(target=lambda: result.update(r=run_clients(s, jobs)))
@@ -269,6 +274,7 @@ with Server("--cache-entries", "0", "--batch-timeout-ms", str(int(3000 * SLOW)))
     while time.time() < deadline and s.metrics().get("queue_depth", 0) < len(jobs):
         time.sleep(0.02)
     check(s.metrics()["queue_depth"] == len(jobs), "all requests are queued before SIGTERM")
+    t_term = time.time()
     s.proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     refused = False
@@ -283,7 +289,56 @@ with Server("--cache-entries", "0", "--batch-timeout-ms", str(int(3000 * SLOW)))
     t.join(timeout=120)
     codes = [r[0] for r in result["r"]]
     check(codes == [200] * len(jobs), f"every in-flight request answered ({codes})")
+    check(time.time() - t_term < 30, f"... at once, not after the minute's company wait "
+          f"({time.time() - t_term:.1f} s)")
     check(s.stop() == 0, "exit status 0 after draining")
     check(s.log("draining") and s.log("stopped"), "drain logged")
+
+# --- SIGTERM when the grace runs out: what still runs is cut and the process
+# exits 1 at once.  A model whose batch of 16 takes seconds (ViT-S-sized,
+# 224 px, 12 layers); two requests of every fixture image: passes of 16
+# run one after the other.  Freeing the server would wait for them (without
+# end for a hung device).
+SLOW_MODEL = vstest.gen_model("grace_vits", "--preset", "base", "--hidden", "384", "--heads", "6",
+                              "--mlp", "1536", "--labels", "10", "--seed", "5")
+with Server("--cache-entries", "0", "--max-batch", "16", "--shutdown-grace-s", "0.3",
+            model=SLOW_MODEL) as s:
+    files = [("files", n, d) for n, d in imgs]
+    got = [None, None]
+
+    def batch_client(i):
+        try:
+            got[i] = s.post_files("/predict/batch", files, timeout=300)[0]
+        except (OSError, http.client.HTTPException) as e:
+            got[i] = type(e).__name__
+
+    th = [threading.Thread(target=batch_client, args=(i,)) for i in range(2)]
+    for t in th:
+        t.start()
+    # images still queued 0.2 s after they were seen queued: a pass is
+    # running (an idle batcher takes them within --batch-timeout-ms, 5 ms)
+    deadline = time.time() + 60 * SLOW
+    running = False
+    while time.time() < deadline and not running:
+        if s.metrics().get("queue_depth", 0) >= 1:
+            time.sleep(0.2)
+            running = s.metrics().get("queue_depth", 0) >= 1
+        else:
+            time.sleep(0.02)
+    check(running, "a pass runs with images queued behind it")
+    t_term = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    try:
+        code = s.proc.wait(timeout=60 * SLOW)
+    except subprocess.TimeoutExpired:
+        code = None
+    waited = time.time() - t_term
+    for t in th:
+        t.join(timeout=60)
+    s._reader.join(timeout=10)   # the log to its end
+    check(code == 1, f"exit status 1 when the grace runs out ({code})")
+    check(waited < 1.5 * SLOW, f"... right after the 0.3 s grace, not after the passes ({waited:.1f} s)")
+    check(200 not in got, f"the cut requests got no answer ({got})")
+    check(s.log("grace period over") and s.log("stopped"), "the cut is logged")
 
 vstest.done()

@@ -5,7 +5,7 @@
  * compute() gets the submitters' own input buffers as rows (no copy), in
  * FIFO order; destroy while submitters still wait; a waiter takes its
  * queued item out at its deadline; an item whose requester has gone is
- * dropped uncomputed.
+ * dropped uncomputed; once hurried (draining), nothing waits for company.
  * VS_TEST_LABELS: tsan */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -317,6 +317,32 @@ static void test_gone_dropped(void **state)
     vs_batcher_destroy(b);
 }
 
+/* vs_batcher_hurry (the server draining): a lone queued item runs at once
+ * instead of after the minute's wait for company, and so does one
+ * submitted afterwards. */
+static void test_hurry(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    struct vs_batcher *b = make(&f, 4, 60000, 64);
+    struct item_buf x[2];
+    prep(&x[0], 1, 0);
+    prep(&x[1], 2, 0);
+    struct vs_batch_item *first[1] = {&x[0].it}, *second[1] = {&x[1].it};
+    const uint64_t t0 = vs_now_ns();
+    assert_int_equal(vs_batcher_submit(b, first, 1, NULL), VS_OK);
+    vs_batcher_hurry(b);
+    vs_batcher_wait(b, first, 1);
+    assert_int_equal(vs_batcher_submit(b, second, 1, NULL), VS_OK);
+    vs_batcher_wait(b, second, 1);
+    assert_true(vs_now_ns() - t0 < 20000000000u);   /* not the 60 s company wait */
+    assert_int_equal(x[0].it.status, VS_OK);
+    assert_int_equal(x[1].it.status, VS_OK);
+    assert_int_equal(x[0].it.batch_size, 1);
+    assert_int_equal(atomic_load(&f.calls), 2);
+    vs_batcher_destroy(b);
+}
+
 static void test_compute_error(void **state)
 {
     (void)state;
@@ -493,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_deadline_while_queued),
         cmocka_unit_test(test_oversized_group_into_empty_queue),
         cmocka_unit_test(test_gone_dropped),
+        cmocka_unit_test(test_hurry),
         cmocka_unit_test(test_compute_error),
         cmocka_unit_test(test_rows_fifo_across_groups),
         cmocka_unit_test(test_concurrent_clients),
