@@ -44,7 +44,7 @@ int vs_cmd_serve(int argc, char **argv)
     bool trust_proxy = false;
     size_t rl_clients;
     int port, max_batch, batch_timeout_ms, max_queue, threads, http_threads, max_conn, idle_s;
-    double request_timeout_s, cache_ttl_s, grace_s;
+    double request_timeout_s, cache_ttl_s, grace_s, stall_s;
     size_t cache_entries, max_upload, max_pixels;
     char port_def[16];
     const char *penv = platform_default("PORT", "7860");
@@ -101,6 +101,11 @@ int vs_cmd_serve(int argc, char **argv)
          4294967296.0, "20MiB", NULL, "largest request body (413 above)", NULL},
         {"max-pixels", 0, "VITSERVE_MAX_PIXELS", VS_OPT_SIZE, &max_pixels, 1, 1e12, "89478485",
          "N", "largest decoded image in pixels (413 above; Pillow's limit)", NULL},
+        {"stall-timeout-s", 0, "VITSERVE_STALL_TIMEOUT_S", VS_OPT_DOUBLE, &stall_s, 0, 1e6, "0",
+         "SECONDS", "a forward pass running longer than this makes /health, /health/live and "
+         "/health/ready answer 503 \"stalled\", so that an orchestrator restarts a hung "
+         "device (0 = automatic: 20 times a full batch's time going by the fastest pass so far, "
+         "at least 60 s)", NULL},
         {"shutdown-grace-s", 0, "VITSERVE_SHUTDOWN_GRACE_S", VS_OPT_DOUBLE, &grace_s, 0, 3600,
          "30", "SECONDS", "on SIGTERM, how long in-flight requests may take to finish", NULL},
         {"log-level", 0, "VITSERVE_LOG_LEVEL", VS_OPT_STRING, &log_level, 0, 0, "info", NULL,
@@ -154,6 +159,7 @@ int vs_cmd_serve(int argc, char **argv)
     cfg.batch_timeout_ms = batch_timeout_ms;
     cfg.max_queue = max_queue;
     cfg.request_timeout_s = request_timeout_s;
+    cfg.stall_timeout_s = stall_s;
     cfg.cache_entries = cache_entries;
     cfg.cache_ttl_s = cache_ttl_s;
     cfg.max_upload_bytes = max_upload;

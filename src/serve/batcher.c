@@ -11,6 +11,7 @@
 #include "batcher.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct vs_batcher {
     int waiters;    /* threads inside vs_batcher_wait (destroy waits them out) */
     bool stopping;
     bool hurry;     /* vs_batcher_hurry: no more waiting for company */
+    _Atomic uint64_t pass_t0_ns;   /* when the running compute() began; 0: none runs */
     pthread_t thread;
     const float **rows; /* [max_batch]: the computed items' `in`, handed to compute() */
     float *out;     /* [max_batch][out_floats] */
@@ -75,7 +77,9 @@ static void run_batch(struct vs_batcher *b, struct vs_batch_item **take, int k)
     }
     if (n > 0) {
         struct vs_err err = {0};
+        atomic_store_explicit(&b->pass_t0_ns, vs_now_ns() | 1, memory_order_relaxed);
         enum vs_status st = b->cfg.compute(b->cfg.ctx, b->rows, n, b->out, &err);
+        atomic_store_explicit(&b->pass_t0_ns, 0, memory_order_relaxed);
         uint64_t took = vs_now_ns() - now;
         for (int i = 0; i < n; i++) {
             live[i]->status = st;
@@ -280,6 +284,13 @@ void vs_batcher_wait(struct vs_batcher *b, struct vs_batch_item **items, int n)
     }
     if (--b->waiters == 0 && b->stopping) pthread_cond_broadcast(&b->done);
     pthread_mutex_unlock(&b->mu);
+}
+
+double vs_batcher_pass_s(struct vs_batcher *b)
+{
+    const uint64_t t0 = atomic_load_explicit(&b->pass_t0_ns, memory_order_relaxed);
+    const uint64_t now = vs_now_ns();
+    return t0 && now > t0 ? (double)(now - t0) / 1e9 : 0.0;
 }
 
 int vs_batcher_depth(struct vs_batcher *b)

@@ -104,6 +104,10 @@ enum vs_status vs_batcher_submit(struct vs_batcher *b, struct vs_batch_item **it
  * for (the engine reads its pixels in place). */
 void vs_batcher_wait(struct vs_batcher *b, struct vs_batch_item **items, int n);
 
+/* How long the running compute() has been running, in seconds; 0 when
+ * none runs.  Any thread (the server's stall watchdog). */
+double vs_batcher_pass_s(struct vs_batcher *b);
+
 /* Items queued now (the queue_depth gauge). */
 int vs_batcher_depth(struct vs_batcher *b);
 

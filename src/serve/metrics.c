@@ -325,6 +325,15 @@ void vs_metrics_render(struct vs_metrics *m, const struct vs_metrics_extra *x,
     vs_jbuf_puts(o, "\",precision=\"");
     label_value(o, x->precision);
     vs_jbuf_printf(o, "\",num_labels=\"%d\"} 1\n", x->num_labels);
+    family(o, "forward_pass_running_seconds", "gauge",
+           "How long the forward pass running now has run (0 when none runs).");
+    vs_jbuf_printf(o, "forward_pass_running_seconds %.3f\n", x->pass_s);
+    family(o, "forward_stall_limit_seconds", "gauge",
+           "A pass running longer is a stall (--stall-timeout-s; 0 while loading).");
+    vs_jbuf_printf(o, "forward_stall_limit_seconds %.1f\n", x->stall_limit_s);
+    family(o, "forward_stalled", "gauge",
+           "1 while the running pass is past the stall limit (the health routes answer 503).");
+    vs_jbuf_printf(o, "forward_stalled %d\n", x->stalled ? 1 : 0);
 
     /* Section: GPU (only with a CUDA backend). */
     if (x->gpu) {

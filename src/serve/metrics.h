@@ -58,6 +58,9 @@ struct vs_metrics_extra {
     bool gpu, gpu_lost;         /* a CUDA backend serves; its device failed */
     uint64_t gpu_mem_used, gpu_mem_total; /* bytes (0 = unknown) */
     double gpu_util;            /* 0..1 from NVML, < 0 unknown */
+    double pass_s;              /* the running forward pass's time so far (0: none) */
+    bool stalled;               /* ... past the stall limit */
+    double stall_limit_s;       /* the limit (0 while loading) */
 };
 
 /* Renders every metric into out (appends). */

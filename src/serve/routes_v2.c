@@ -65,16 +65,18 @@ enum MHD_Result vs_serve_v2_get(struct req *r, struct MHD_Connection *c, const c
     struct vs_jbuf b;
     vs_jbuf_init(&b, 0);
     enum MHD_Result ret;
-    bool ready = vs_serve_model_usable(s) &&
+    const bool stalled = vs_serve_stalled_s(s, NULL) > 0;
+    bool ready = vs_serve_model_usable(s) && !stalled &&
                  atomic_load_explicit(&s->state, memory_order_acquire) == VS_SERVE_READY;
     switch (r->route) {
     case VS_ROUTE_V2:
         vs_jbuf_printf(&b, "{\"name\":\"vitserve\",\"version\":\"%s\","
                            "\"extensions\":[\"classification\"]}", VITSERVE_VERSION);
         return json_answer(r, c, 200, &b);
-    case VS_ROUTE_V2_LIVE:
-        vs_jbuf_puts(&b, "{\"live\":true}");
-        return json_answer(r, c, 200, &b);
+    case VS_ROUTE_V2_LIVE:   /* a stalled pass: not live (a hung device needs a restart) */
+        vs_jbuf_puts(&b, stalled ? "{\"live\":false}" : "{\"live\":true}");
+        return vs_serve_respond(r, c, stalled ? 503 : 200, "application/json", &b,
+                                stalled ? "Retry-After" : NULL, stalled ? "1" : NULL);
     case VS_ROUTE_V2_READY:
         vs_jbuf_printf(&b, "{\"ready\":%s}", ready ? "true" : "false");
         return vs_serve_respond(r, c, ready ? 200 : 503, "application/json", &b,

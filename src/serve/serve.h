@@ -41,6 +41,9 @@ struct vs_serve_config {
                                      requests that wait for the engine offloaded (server.c) */
     int max_connections;          /* concurrent connections */
     int idle_timeout_s;           /* close connections idle this long */
+    double stall_timeout_s;       /* a forward pass running longer than this makes the
+                                     health routes answer 503 "stalled"; 0 = automatic
+                                     (server.c, stall_limit_s) */
     /* Looking after itself (docs/http-api.md "Auth, CORS, rate limits"): */
     const char *api_keys;         /* comma-separated keys, or NULL/"" */
     const char *api_keys_file;    /* keys file re-read by vs_serve_reload(), or NULL/"" */

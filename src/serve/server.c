@@ -105,6 +105,41 @@ bool vs_serve_model_usable(const struct vs_server *s)
     return atomic_load_explicit(&((struct vs_server *)s)->loaded, memory_order_acquire);
 }
 
+/* --stall-timeout-s, or 20 times what a full batch takes going by the
+ * fastest image per pass so far (the warm-up pass at first), at least a
+ * minute. */
+static double stall_limit_s(const struct vs_server *s)
+{
+    if (s->cfg.stall_timeout_s > 0) return s->cfg.stall_timeout_s;
+    const double best = atomic_load_explicit(&((struct vs_server *)s)->best_image_s,
+                                             memory_order_relaxed);
+    return VS_MAX(60.0, 20.0 * s->cfg.max_batch * best);
+}
+
+double vs_serve_stalled_s(struct vs_server *s, double *limit_s)
+{
+    if (limit_s) *limit_s = 0;
+    if (!vs_serve_model_usable(s)) return 0;
+    const double limit = stall_limit_s(s);
+    if (limit_s) *limit_s = limit;
+    const double run = vs_batcher_pass_s(s->batcher);
+    if (run <= limit) {
+        atomic_store(&s->stall_logged, false);
+        return 0;
+    }
+    if (!atomic_exchange(&s->stall_logged, true)) {
+        struct vs_jbuf f;
+        vs_jbuf_init(&f, 0);
+        vs_jbuf_puts(&f, ",\"running_s\":");
+        vs_jbuf_fixed3(&f, run);
+        vs_jbuf_puts(&f, ",\"limit_s\":");
+        vs_jbuf_fixed3(&f, limit);
+        vs_slog(VS_LOG_WARN, "forward pass stalled: health routes answer 503", &f);
+        vs_jbuf_deinit(&f);
+    }
+    return run;
+}
+
 uint64_t vs_serve_deadline(const struct req *r)
 {
     return r->t0_ns + (uint64_t)(r->s->cfg.request_timeout_s * 1e9);
@@ -365,7 +400,19 @@ static enum MHD_Result handle_health(struct req *r, struct MHD_Connection *c)
     struct vs_device_status ds = {0};
     ds.utilization = -1;
     if (vs_serve_model_usable(s)) vs_model_device_status(s->model, &ds);
-    if (r->route == VS_ROUTE_LIVE) {
+    double limit = 0;
+    const double stalled = vs_serve_stalled_s(s, &limit);
+    if (stalled > 0) {
+        /* Live too: a hung device needs a new process. */
+        code = 503;
+        vs_jbuf_puts(&b, "{\"status\":\"stalled\",\"model_loaded\":true,\"detail\":");
+        char why[160];
+        snprintf(why, sizeof why,
+                 "a forward pass has run for %.1f s (stall limit %.1f s, --stall-timeout-s)",
+                 stalled, limit);
+        vs_jbuf_json_cstr(&b, why);
+        vs_jbuf_puts(&b, "}");
+    } else if (r->route == VS_ROUTE_LIVE) {
         vs_jbuf_puts(&b, "{\"status\":\"alive\"}");
     } else if (r->route == VS_ROUTE_READY) {
         code = st == VS_SERVE_READY && !ds.lost ? 200 : 503;
@@ -440,6 +487,8 @@ static enum MHD_Result handle_metrics(struct req *r, struct MHD_Connection *c)
         x.gpu_mem_used = ds.mem_used_bytes;
         x.gpu_mem_total = ds.mem_total_bytes;
         x.gpu_util = ds.utilization;
+        x.pass_s = vs_batcher_pass_s(s->batcher);
+        x.stalled = vs_serve_stalled_s(s, &x.stall_limit_s) > 0;
     }
     struct vs_jbuf b;
     vs_jbuf_init(&b, 0);
@@ -1456,8 +1505,16 @@ static enum vs_status compute_fn(void *ctx, const float *const *rows, int n, flo
     /* rows[i]: the requests' own [3][H][W] buffers -> out: [n][num_labels]
      * logits.  No gather here: the engine reads each image in place (CUDA:
      * straight into its pinned staging, overlapped with the GPU). */
-    return vs_model_forward_rows(s->model, rows, n, out, err);
+    const uint64_t t0 = vs_now_ns();
+    const enum vs_status st = vs_model_forward_rows(s->model, rows, n, out, err);
+    if (st == VS_OK && n > 0) {   /* the stall limit's yardstick: the fastest image yet */
+        const double per = (double)(vs_now_ns() - t0) / 1e9 / n;
+        if (per < atomic_load_explicit(&s->best_image_s, memory_order_relaxed))
+            atomic_store_explicit(&s->best_image_s, per, memory_order_relaxed);   /* one writer */
+    }
+    return st;
 }
+
 
 static void observe_fn(void *ctx, int n, const double *wait_s)
 {
@@ -1500,6 +1557,7 @@ static void *loader_main(void *arg)
     st = vs_model_forward_rows(m, &zero_row, 1, logits, &err);
     if (st) { vs_err_prefix(&err, "warm-up forward"); goto fail; }
     double t_warm = vs_now_ms() - t1;
+    atomic_store(&s->best_image_s, t_warm / 1000.0);   /* before the batcher: no race */
 
     struct vs_batcher_config bc = {
         .max_batch = s->cfg.max_batch, .timeout_ms = s->cfg.batch_timeout_ms,
@@ -1526,10 +1584,11 @@ static void *loader_main(void *arg)
     vs_jbuf_puts(&f, ",\"device\":");
     vs_jbuf_json_cstr(&f, in->device_name);
     vs_jbuf_printf(&f, ",\"precision\":\"%s\",\"threads\":%d,\"image_size\":[%d,%d],"
-                       "\"num_labels\":%d,\"params\":%llu,\"load_ms\":%.1f,\"warmup_ms\":%.1f",
+                       "\"num_labels\":%d,\"params\":%llu,\"load_ms\":%.1f,\"warmup_ms\":%.1f,"
+                       "\"stall_limit_s\":%.1f",
                    vs_precision_name(in->precision), in->threads, in->image_height,
                    in->image_width, in->num_labels, (unsigned long long)in->num_params, t_load,
-                   t_warm);
+                   t_warm, stall_limit_s(s));
     vs_slog(VS_LOG_INFO, "model ready", &f);
     vs_jbuf_deinit(&f);
     if (in->preproc_defaults) {

@@ -58,6 +58,8 @@ struct vs_server {
     const struct vs_model_info *info;
     struct vs_batcher *batcher;
     size_t in_floats;              /* 3*H*W */
+    _Atomic double best_image_s;   /* fastest seconds per image of a pass yet (warm-up first) */
+    atomic_bool stall_logged;      /* the current stall has its warning line */
     uint8_t model_key[32];         /* SHA-256 of the model name (cache key part) */
     /* Always valid (immutable after start, internally synchronised): */
     struct vs_rcache *cache;
@@ -140,6 +142,13 @@ unsigned vs_serve_http_status(enum vs_status st);
 
 /* Model, batcher and info are usable (acquire load of `loaded`). */
 bool vs_serve_model_usable(const struct vs_server *s);
+
+/* How long the running forward pass has run when that is past the stall
+ * limit (a hung device, or a pass far slower than the warm-up said),
+ * else 0; the first call of a stall logs a warning.  The health routes
+ * answer 503 "stalled" meanwhile, /health/live included, so that an
+ * orchestrator restarts the process. */
+double vs_serve_stalled_s(struct vs_server *s, double *limit_s);
 
 /* Queues a response with the common headers (request id, no-store, CORS,
  * rate-limit and timing headers); takes ownership of body. */

@@ -7,7 +7,8 @@ misses wait in the queue, and the waiting misses share a forward pass (the
 same with a thread per connection); a client that closes its connection
 while its image is queued costs no forward pass; SIGTERM runs queued images
 at once and, when the grace runs out, exits 1 without waiting for the
-passes still running; a port in use is refused;
+passes still running; a pass past --stall-timeout-s turns the health routes
+503 until it ends; a port in use is refused;
 --max-connections holds over the whole pool."""
 import http.client
 import json
@@ -198,6 +199,46 @@ for mode in ("1", "0"):
               f"[{mode}] one forward pass, for the client that stayed ({m['batch_size_count']:.0f})")
         check(s.stop() == 0, f"[{mode}] clean exit")
 
+# A model whose passes take seconds: ViT-S-sized (hidden 384, 6 heads, 12
+# layers, 224 px), 9.2 GFLOP per image.
+SLOW_MODEL = vstest.gen_model("grace_vits", "--preset", "base", "--hidden", "384", "--heads", "6",
+                              "--mlp", "1536", "--labels", "10", "--seed", "5")
+
+# --- a forward pass past --stall-timeout-s: the health routes answer 503
+# "stalled", liveness included (a hung device needs a new process), and
+# recover when the pass ends.  The same ViT-S-sized model: 16 images take
+# about a second (many under ASan), the limit is 0.3 s.
+with Server("--cache-entries", "0", "--max-batch", "16", "--stall-timeout-s", "0.3",
+            model=SLOW_MODEL) as s:
+    check(s.request("GET", "/health/live")[0] == 200, "live before the pass")
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=s.post_files(
+        "/predict/batch", [("files", n, d) for n, d in imgs[:16]], timeout=300 * SLOW)))
+    t.start()
+    seen, deadline = None, time.time() + 120 * SLOW
+    while t.is_alive() and time.time() < deadline and seen is None:
+        st, _, body = s.request("GET", "/health/live")
+        if st == 503:
+            seen = json.loads(body)
+        time.sleep(0.03)
+    check(seen is not None and seen.get("status") == "stalled" and
+          "stall limit 0.3 s" in seen.get("detail", ""),
+          f"/health/live answers 503 stalled during the long pass ({seen})")
+    # one snapshot of the metrics holds together: past the limit is stalled
+    m = s.metrics()
+    running = m["forward_pass_running_seconds"]
+    check(m["forward_stall_limit_seconds"] == 0.3, "the limit is exported")
+    check(m["forward_stalled"] == (1 if running > 0.3 else 0),
+          f"forward_stalled agrees with the pass's age ({running} s)")
+    t.join(timeout=300 * SLOW)
+    check(res.get("r", (0,))[0] == 200, "the long pass is answered")
+    for path in ("/health/live", "/health/ready", "/health", "/v2/health/live"):
+        check(s.request("GET", path)[0] == 200, f"{path} answers 200 again once the pass ended")
+    check(s.metrics()["forward_stalled"] == 0, "forward_stalled back to 0")
+    check(len(s.log("forward pass stalled: health routes answer 503")) == 1,
+          "the stall is logged once")
+    check(s.stop() == 0, "clean exit")
+
 # --- a port already in use is refused, also when the holder is a pool of
 # SO_REUSEPORT sockets (the default server's), which a second pool would
 # otherwise join silently
@@ -295,12 +336,9 @@ with Server("--cache-entries", "0", "--batch-timeout-ms", "60000") as s:
     check(s.log("draining") and s.log("stopped"), "drain logged")
 
 # --- SIGTERM when the grace runs out: what still runs is cut and the process
-# exits 1 at once.  A model whose batch of 16 takes seconds (ViT-S-sized,
-# 224 px, 12 layers); two requests of every fixture image: passes of 16
+# exits 1 at once.  SLOW_MODEL; two requests of every fixture image: passes of 16
 # run one after the other.  Freeing the server would wait for them (without
 # end for a hung device).
-SLOW_MODEL = vstest.gen_model("grace_vits", "--preset", "base", "--hidden", "384", "--heads", "6",
-                              "--mlp", "1536", "--labels", "10", "--seed", "5")
 with Server("--cache-entries", "0", "--max-batch", "16", "--shutdown-grace-s", "0.3",
             model=SLOW_MODEL) as s:
     files = [("files", n, d) for n, d in imgs]

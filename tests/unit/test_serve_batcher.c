@@ -5,7 +5,8 @@
  * compute() gets the submitters' own input buffers as rows (no copy), in
  * FIFO order; destroy while submitters still wait; a waiter takes its
  * queued item out at its deadline; an item whose requester has gone is
- * dropped uncomputed; once hurried (draining), nothing waits for company.
+ * dropped uncomputed; once hurried (draining), nothing waits for company;
+ * the running pass's age.
  * VS_TEST_LABELS: tsan */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -343,6 +344,31 @@ static void test_hurry(void **state)
     vs_batcher_destroy(b);
 }
 
+/* vs_batcher_pass_s: 0 while idle, the running pass's age while compute()
+ * runs (the server's stall watchdog), 0 again once it returned. */
+static void test_pass_age(void **state)
+{
+    (void)state;
+    struct fake f = {0};
+    atomic_store(&f.gate, 1);
+    struct vs_batcher *b = make(&f, 4, 0, 64);
+    assert_true(vs_batcher_pass_s(b) == 0.0);
+    struct item_buf x;
+    prep(&x, 1, 0);
+    struct vs_batch_item *items[1] = {&x.it};
+    assert_int_equal(vs_batcher_submit(b, items, 1, NULL), VS_OK);
+    wait_in_compute(&f);
+    struct timespec ts = {0, 60 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    const double age = vs_batcher_pass_s(b);
+    assert_true(age >= 0.05 && age < 60.0);
+    atomic_store(&f.gate, 0);
+    vs_batcher_wait(b, items, 1);
+    assert_int_equal(x.it.status, VS_OK);
+    assert_true(vs_batcher_pass_s(b) == 0.0);
+    vs_batcher_destroy(b);
+}
+
 static void test_compute_error(void **state)
 {
     (void)state;
@@ -520,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_oversized_group_into_empty_queue),
         cmocka_unit_test(test_gone_dropped),
         cmocka_unit_test(test_hurry),
+        cmocka_unit_test(test_pass_age),
         cmocka_unit_test(test_compute_error),
         cmocka_unit_test(test_rows_fifo_across_groups),
         cmocka_unit_test(test_concurrent_clients),
