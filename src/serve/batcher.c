@@ -1,8 +1,10 @@
 /* batcher.c: the dynamic batcher (contract in batcher.h).
  *
  * One mutex guards the queue (a singly linked FIFO of items), `depth`,
- * `waiters`, `stopping`, `hurry` and every item's _done and _taken flags.  Two condition variables on the
- * monotonic clock: `work` wakes the compute thread (a submit, or stop),
+ * `waiters`, `stopping`, `hurry` and every item's _done and _taken flags
+ * (`pass_t0_ns` is an atomic of its own, read by any thread).  Two
+ * condition variables on the monotonic clock: `work` wakes the compute
+ * thread (a submit, hurry, or stop),
  * `done` wakes submitters waiting for their items.  The compute thread
  * holds the lock only to take items and to mark them done: compute()
  * (which reads the items' pixels in place through `rows`) runs unlocked, so
@@ -63,7 +65,7 @@ static void run_batch(struct vs_batcher *b, struct vs_batch_item **take, int k)
             continue;
         }
         if (it->gone && it->gone(it->gone_ctx)) {
-            /* Its requester went away: no forward pass for nobody. */
+            /* Its requester went away: nobody would read the answer. */
             it->status = VS_CANCELLED;
             snprintf(it->msg, sizeof it->msg,
                      "client disconnected; dropped after %.0f ms in the queue",

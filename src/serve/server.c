@@ -1515,7 +1515,6 @@ static enum vs_status compute_fn(void *ctx, const float *const *rows, int n, flo
     return st;
 }
 
-
 static void observe_fn(void *ctx, int n, const double *wait_s)
 {
     struct vs_server *s = ctx;
@@ -1755,7 +1754,8 @@ enum vs_status vs_serve_start(const struct vs_serve_config *cfg, struct vs_serve
                               struct vs_err *err)
 {
     if (cfg->max_batch < 1 || cfg->max_queue < 1 || cfg->batch_timeout_ms < 0 ||
-        cfg->request_timeout_s <= 0 || cfg->max_connections < 1 || cfg->http_threads < 0 ||
+        cfg->request_timeout_s <= 0 || cfg->stall_timeout_s < 0 || cfg->max_connections < 1 ||
+        cfg->http_threads < 0 ||
         cfg->port < 0 || cfg->port > 65535 || !cfg->model || !cfg->host)
         return vs_err_set(err, VS_BAD_INPUT, "invalid configuration");
     struct vs_server *s = calloc(1, sizeof *s);
