@@ -173,14 +173,20 @@ size_t vs_fmt_u64(char out[VS_FMT_U64_SIZE], uint64_t v)
     return n;
 }
 
+/* The printf fallback of the formatters below: x with fmt into out
+ * (size bytes), the length written. */
+static size_t fmt_printf(char *out, size_t size, const char *fmt, double x)
+{
+    int n = snprintf(out, size, fmt, x);
+    if (n < 0) return 0;
+    return (size_t)n < size ? (size_t)n : size - 1;
+}
+
 size_t vs_fmt_fixed3(char out[VS_FMT_FIXED3_SIZE], double x)
 {
     const double a = fabs(x);
-    if (!(a < 9007199254740.0)) {   /* 2^53 / 1000; also NaN */
-        int n = snprintf(out, VS_FMT_FIXED3_SIZE, "%.3f", x);
-        if (n < 0) return 0;
-        return (size_t)n < VS_FMT_FIXED3_SIZE ? (size_t)n : VS_FMT_FIXED3_SIZE - 1;
-    }
+    if (!(a < 9007199254740.0))   /* 2^53 / 1000; also NaN */
+        return fmt_printf(out, VS_FMT_FIXED3_SIZE, "%.3f", x);
     const uint64_t m = (uint64_t)llround(a * 1000.0);
     size_t n = 0;
     if (signbit(x) && m) out[n++] = '-';
@@ -191,13 +197,6 @@ size_t vs_fmt_fixed3(char out[VS_FMT_FIXED3_SIZE], double x)
     out[n++] = (char)('0' + m % 10);
     out[n] = '\0';
     return n;
-}
-
-static size_t fmt_g9_printf(char out[VS_FMT_G9_SIZE], double x)
-{
-    int n = snprintf(out, VS_FMT_G9_SIZE, "%.9g", x);
-    if (n < 0) return 0;
-    return (size_t)n < VS_FMT_G9_SIZE ? (size_t)n : VS_FMT_G9_SIZE - 1;
 }
 
 size_t vs_fmt_g9(char out[VS_FMT_G9_SIZE], double x)
@@ -214,7 +213,8 @@ size_t vs_fmt_g9(char out[VS_FMT_G9_SIZE], double x)
         out[n] = '\0';
         return n;
     }
-    if (!(a >= 1e-14 && a < 1e31)) return fmt_g9_printf(out, x);   /* also inf, NaN */
+    if (!(a >= 1e-14 && a < 1e31))   /* also inf, NaN */
+        return fmt_printf(out, VS_FMT_G9_SIZE, "%.9g", x);
     /* x's decimal exponent E (10^E <= a < 10^(E+1)), then s = a * 10^(8-E)
      * in [1e8, 1e9): one multiplication or division by an exact power of
      * ten, so s is the exact product correctly rounded, within half an ulp
@@ -223,17 +223,17 @@ size_t vs_fmt_g9(char out[VS_FMT_G9_SIZE], double x)
     double sc = 0.0;
     for (int tries = 0; tries < 3; tries++) {   /* log10 may be one off near 10^E */
         const int k = 8 - e;
-        if (k > 22 || k < -22) return fmt_g9_printf(out, x);
+        if (k > 22 || k < -22) return fmt_printf(out, VS_FMT_G9_SIZE, "%.9g", x);
         sc = k >= 0 ? a * p10[k] : a / p10[-k];
         if (sc < 1e8) e--;
         else if (sc >= 1e9) e++;
         else break;
     }
-    if (!(sc >= 1e8 && sc < 1e9)) return fmt_g9_printf(out, x);
+    if (!(sc >= 1e8 && sc < 1e9)) return fmt_printf(out, VS_FMT_G9_SIZE, "%.9g", x);
     const double fl = floor(sc), frac = sc - fl;   /* exact: sc < 2^30 */
     /* the exact value may be a hair on the other side of a half: printf
      * settles it */
-    if (fabs(frac - 0.5) <= 0x1p-22) return fmt_g9_printf(out, x);
+    if (fabs(frac - 0.5) <= 0x1p-22) return fmt_printf(out, VS_FMT_G9_SIZE, "%.9g", x);
     uint64_t d = (uint64_t)fl + (frac > 0.5);
     if (d == 1000000000u) d = 100000000u, e++;   /* 9.999999996 -> 10.0000000 */
     char dig[9];
@@ -242,7 +242,7 @@ size_t vs_fmt_g9(char out[VS_FMT_G9_SIZE], double x)
     while (nd > 1 && dig[nd - 1] == '0') nd--;
     size_t n = 0;
     if (signbit(x)) out[n++] = '-';
-    if (e < -4 || e >= 9) {   /* d.dddddddde+XX */
+    if (e < -4 || e >= 9) {   /* d.dddddddde+XX; -14 <= e <= 31 here: two digits */
         out[n++] = dig[0];
         if (nd > 1) {
             out[n++] = '.';
@@ -251,8 +251,7 @@ size_t vs_fmt_g9(char out[VS_FMT_G9_SIZE], double x)
         out[n++] = 'e';
         out[n++] = e < 0 ? '-' : '+';
         const int ae = e < 0 ? -e : e;
-        if (ae >= 100) out[n++] = (char)('0' + ae / 100);
-        out[n++] = (char)('0' + ae / 10 % 10);
+        out[n++] = (char)('0' + ae / 10);
         out[n++] = (char)('0' + ae % 10);
     } else if (e >= 0) {      /* ddd.dddddd */
         for (int i = 0; i <= e; i++) out[n++] = dig[i];

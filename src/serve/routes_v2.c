@@ -67,11 +67,10 @@ enum MHD_Result vs_serve_v2_get(struct req *r, struct MHD_Connection *c, const c
     enum MHD_Result ret;
     /* Ready as /health/ready is: loaded, serving, device not lost, no
      * pass stalled. */
-    const bool stalled = vs_serve_stalled_s(s, NULL) > 0;
-    char why[256];
+    const bool stalled = vs_serve_stalled(s, NULL, NULL);
     bool ready = vs_serve_model_usable(s) && !stalled &&
                  atomic_load_explicit(&s->state, memory_order_acquire) == VS_SERVE_READY &&
-                 !vs_model_device_lost(s->model, why);
+                 !vs_model_device_lost(s->model, NULL);
     switch (r->route) {
     case VS_ROUTE_V2:
         vs_jbuf_printf(&b, "{\"name\":\"vitserve\",\"version\":\"%s\","

@@ -116,16 +116,18 @@ static double stall_limit_s(const struct vs_server *s)
     return VS_MAX(60.0, 20.0 * s->cfg.max_batch * best);
 }
 
-double vs_serve_stalled_s(struct vs_server *s, double *limit_s)
+bool vs_serve_stalled(struct vs_server *s, double *run_s, double *limit_s)
 {
+    if (run_s) *run_s = 0;
     if (limit_s) *limit_s = 0;
-    if (!vs_serve_model_usable(s)) return 0;
+    if (!vs_serve_model_usable(s)) return false;
     const double limit = stall_limit_s(s);
+    const double run = vs_batcher_pass_s(s->batcher);   /* read once: age and verdict agree */
+    if (run_s) *run_s = run;
     if (limit_s) *limit_s = limit;
-    const double run = vs_batcher_pass_s(s->batcher);
     if (run <= limit) {
         atomic_store(&s->stall_logged, false);
-        return 0;
+        return false;
     }
     if (!atomic_exchange(&s->stall_logged, true)) {
         struct vs_jbuf f;
@@ -137,7 +139,7 @@ double vs_serve_stalled_s(struct vs_server *s, double *limit_s)
         vs_slog(VS_LOG_WARN, "forward pass stalled: health routes answer 503", &f);
         vs_jbuf_deinit(&f);
     }
-    return run;
+    return true;
 }
 
 uint64_t vs_serve_deadline(const struct req *r)
@@ -400,16 +402,15 @@ static enum MHD_Result handle_health(struct req *r, struct MHD_Connection *c)
     struct vs_device_status ds = {0};
     ds.utilization = -1;
     if (vs_serve_model_usable(s)) vs_model_device_status(s->model, &ds);
-    double limit = 0;
-    const double stalled = vs_serve_stalled_s(s, &limit);
-    if (stalled > 0) {
+    double run = 0, limit = 0;
+    if (vs_serve_stalled(s, &run, &limit)) {
         /* Live too: a hung device needs a new process. */
         code = 503;
         vs_jbuf_puts(&b, "{\"status\":\"stalled\",\"model_loaded\":true,\"detail\":");
         char why[160];
         snprintf(why, sizeof why,
                  "a forward pass has run for %.1f s (stall limit %.1f s, --stall-timeout-s)",
-                 stalled, limit);
+                 run, limit);
         vs_jbuf_json_cstr(&b, why);
         vs_jbuf_puts(&b, "}");
     } else if (r->route == VS_ROUTE_LIVE) {
@@ -487,8 +488,7 @@ static enum MHD_Result handle_metrics(struct req *r, struct MHD_Connection *c)
         x.gpu_mem_used = ds.mem_used_bytes;
         x.gpu_mem_total = ds.mem_total_bytes;
         x.gpu_util = ds.utilization;
-        x.pass_s = vs_batcher_pass_s(s->batcher);
-        x.stalled = vs_serve_stalled_s(s, &x.stall_limit_s) > 0;
+        x.stalled = vs_serve_stalled(s, &x.pass_s, &x.stall_limit_s);
     }
     struct vs_jbuf b;
     vs_jbuf_init(&b, 0);

@@ -143,12 +143,13 @@ unsigned vs_serve_http_status(enum vs_status st);
 /* Model, batcher and info are usable (acquire load of `loaded`). */
 bool vs_serve_model_usable(const struct vs_server *s);
 
-/* How long the running forward pass has run when that is past the stall
- * limit (a hung device, or a pass far slower than the warm-up said),
- * else 0; the first call of a stall logs a warning.  The health routes
- * answer 503 "stalled" meanwhile, /health/live included, so that an
- * orchestrator restarts the process. */
-double vs_serve_stalled_s(struct vs_server *s, double *limit_s);
+/* Whether the running forward pass has run past the stall limit (a hung
+ * device, or a pass far slower than the passes before it); its age and
+ * the limit in *run_s and *limit_s when not NULL (0 and 0 while loading,
+ * age 0 when no pass runs), from one reading.  The first call of a stall
+ * logs a warning.  The health routes answer 503 "stalled" meanwhile,
+ * /health/live included, so that an orchestrator restarts the process. */
+bool vs_serve_stalled(struct vs_server *s, double *run_s, double *limit_s);
 
 /* Queues a response with the common headers (request id, no-store, CORS,
  * rate-limit and timing headers); takes ownership of body. */
